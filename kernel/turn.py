@@ -1,0 +1,481 @@
+"""The default single sampling request and the turn supervisor, written against protocols only.
+
+:class:`TurnHost` implements :class:`~kernel.sampling.SamplingHost` from four small parts a host
+plugs in: a :class:`~kernel.stream.ModelClient`, a :class:`~kernel.tools.ToolExecutor`, a
+:class:`History` and an :class:`~kernel.events.EventSink`. Its
+:meth:`~TurnHost.run_single_sampling_request` streams one response, classifies each completed item,
+starts every tool call the moment its item is complete (concurrently, in a nursery, while the
+stream goes on), drains them, and records their outputs in call order.
+
+:class:`Turn` repeats sampling requests while a follow-up is needed and owns the turn's cancel
+scope: :meth:`Turn.interrupt` (or cancelling any enclosing scope) stops the stream and the running
+tools, and every call that has no output yet gets an "aborted" output, so history stays
+well-formed. Outputs are recorded under a shielded scope so an interrupt cannot lose them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Literal, Protocol
+
+import attrs
+import trio
+
+from . import events as ev
+from .errors import FatalError, KernelError, StreamError
+from .items import (
+    CustomToolCall,
+    CustomToolCallOutput,
+    FunctionCall,
+    FunctionCallOutput,
+    LocalShellCall,
+    Message,
+    ResponseInputItem,
+    ResponseItem,
+)
+from .prompt import Prompt, PromptConfig, ToolConfig
+from .sampling import PreparedSamplingRequest, SamplingRequestResult, run_sampling_request_loop
+from .stream import (
+    Completed,
+    Created,
+    FallbackTransport,
+    ModelClient,
+    OutputItemAdded,
+    OutputItemDone,
+    OutputTextDelta,
+    RateLimitsSnapshot,
+    ReasoningContentDelta,
+    ReasoningSummaryDelta,
+    ReasoningSummaryPartAdded,
+    TokenUsage,
+    ToolCallInputDelta,
+)
+from .tools import (
+    CallT,
+    CompletedResponseItem,
+    ToolExecutor,
+    execute_tool_call_with_default_output,
+    response_input_to_response_item,
+)
+
+__all__ = [
+    "History",
+    "TurnHost",
+    "Turn",
+    "TurnOutcome",
+    "run_turn",
+    "aborted_output_text",
+    "SHELL_TOOL_NAMES",
+]
+
+SHELL_TOOL_NAMES = frozenset({"shell", "container.exec", "local_shell", "shell_command", "exec_command"})
+"""Tools whose interrupted calls get the shell-style aborted text."""
+
+
+class History(Protocol):
+    """The conversation log a turn records into and rebuilds prompts from."""
+
+    async def record(self, items: Sequence[ResponseItem]) -> None:
+        """Append ``items`` (in order)."""
+        ...
+
+    async def prompt_input(self) -> list[ResponseItem]:
+        """The items to send as the next prompt's input."""
+        ...
+
+
+def aborted_output_text(item: ResponseItem, seconds: float) -> str:
+    """Codex's text for a call cut off by the user: ``"aborted by user after 1.2s"``, or for
+    shell-family tools ``"Wall time: 1.2 seconds\\naborted by user"``."""
+    shell = isinstance(item, LocalShellCall) or (
+        isinstance(item, FunctionCall) and item.name in SHELL_TOOL_NAMES
+    )
+    if shell:
+        return f"Wall time: {seconds:.1f} seconds\naborted by user"
+    return f"aborted by user after {seconds:.1f}s"
+
+
+def _call_name(item: ResponseItem) -> str:
+    if isinstance(item, (FunctionCall, CustomToolCall)):
+        return item.name
+    if isinstance(item, LocalShellCall):
+        return "local_shell"
+    return type(item).__name__
+
+
+def _with_success(output: ResponseInputItem, success: bool) -> ResponseInputItem:
+    if isinstance(output, (FunctionCallOutput, CustomToolCallOutput)) and output.output.success is None:
+        return attrs.evolve(output, output=attrs.evolve(output.output, success=success))
+    return output
+
+
+@attrs.define(eq=False)
+class _InFlight:
+    """One tool call of the current request, in call order."""
+
+    item: ResponseItem
+    call: Any
+    started: float
+    output: ResponseInputItem | None = None
+
+
+@attrs.define(eq=False)
+class TurnHost(Generic[CallT]):
+    """The default :class:`~kernel.sampling.SamplingHost`, built from protocols.
+
+    ``model`` is the client session passed through the loop; if it implements
+    :class:`~kernel.stream.FallbackTransport` the loop may switch it once the budget is spent.
+    ``max_retries`` is the per-transport retry budget (codex: 5). Token usage and rate limits are
+    accumulated in ``total_usage`` / ``rate_limits``; ``context_full`` is set on
+    :class:`~kernel.errors.ContextWindowExceeded`.
+    """
+
+    model: ModelClient
+    tools: ToolExecutor[CallT]
+    history: History
+    events: ev.EventSink
+    prompt_config: PromptConfig = attrs.field(factory=PromptConfig)
+    tool_config: ToolConfig = attrs.field(factory=ToolConfig)
+    max_retries: int = 5
+    rng: random.Random | None = None
+    clock: Callable[[], float] = trio.current_time
+    total_usage: TokenUsage = attrs.field(factory=TokenUsage)
+    rate_limits: Any = None
+    context_full: bool = False
+
+    # --- SamplingHost --------------------------------------------------------------------
+
+    async def prepare_sampling_request(
+        self, input: Sequence[ResponseItem]
+    ) -> PreparedSamplingRequest[None, ToolExecutor[CallT]]:
+        """Retry-stable state: this host's prompt and tool configs and its executor."""
+        await trio.lowlevel.checkpoint()
+        return PreparedSamplingRequest(self.prompt_config, self.tool_config, None, self.tools)
+
+    async def history_prompt_input(self) -> list[ResponseItem]:
+        """``history.prompt_input()``."""
+        return await self.history.prompt_input()
+
+    def stream_max_retries(self) -> int:
+        """``max_retries``."""
+        return self.max_retries
+
+    def try_switch_fallback_transport(self, client_session: Any) -> bool:
+        """Delegates to the client when it is a :class:`~kernel.stream.FallbackTransport`."""
+        if isinstance(client_session, FallbackTransport):
+            return client_session.try_switch_fallback_transport()
+        return False
+
+    def should_notify_stream_retry(self, retries: int, err: KernelError) -> bool:
+        """Quiet on the first retry when a fallback transport exists (a single blip stays
+        silent); otherwise always."""
+        has_fallback = isinstance(self.model, FallbackTransport) and self.model.has_fallback()
+        return retries > 1 or not has_fallback
+
+    async def handle_context_window_exceeded(self) -> None:
+        """Mark the context full and tell the UI."""
+        self.context_full = True
+        await self.events.publish([ev.ContextWindowFull()])
+
+    async def handle_usage_limit_reached(self, rate_limits: Any) -> None:
+        """Record the snapshot and tell the UI."""
+        if rate_limits is not None:
+            self.rate_limits = rate_limits
+            await self.events.publish([ev.RateLimitsUpdated(rate_limits)])
+
+    async def notify_fallback_to_http(self, err: KernelError) -> None:
+        """A :class:`~kernel.events.FallbackWarning`."""
+        await self.events.publish(
+            [ev.FallbackWarning(f"Falling back from WebSockets to HTTPS transport. {err}")]
+        )
+
+    async def notify_stream_retry(
+        self, retries: int, max_retries: int, delay: float, err: KernelError
+    ) -> None:
+        """A :class:`~kernel.events.StreamRetry` ("Reconnecting... n/max")."""
+        await self.events.publish(
+            [ev.StreamRetry(f"Reconnecting... {retries}/{max_retries}", retries, max_retries, delay, str(err))]
+        )
+
+    async def run_single_sampling_request(
+        self, runtime: Any, tools: ToolExecutor[CallT], client_session: ModelClient, prompt: Prompt
+    ) -> SamplingRequestResult:
+        """Stream one response and run its tool calls (PROTOCOL §1).
+
+        Tool calls start as soon as their item is complete and run concurrently with the stream.
+        On a stream failure the calls already started are drained (their outputs recorded) before
+        the error propagates, so a retry's history is complete. On cancellation (or a fatal tool
+        error) every call without an output gets an aborted one. Outputs are recorded in call
+        order.
+        """
+        in_flight: list[_InFlight] = []
+        state = _RequestState()
+        error: KernelError | None = None
+        try:
+            with trio.CancelScope() as request_scope:
+                state.scope = request_scope
+                async with trio.open_nursery() as nursery:
+                    try:
+                        await self._consume_stream(tools, client_session, prompt, nursery, in_flight, state)
+                    except KernelError as exc:
+                        # drain: the calls already started finish (the nursery waits for them)
+                        error = exc
+        finally:
+            # every exit, cancellation included: each call gets exactly one output, in call order
+            await self._record_outputs(in_flight, state)
+        if state.fatal is not None:
+            raise state.fatal
+        if error is not None:
+            raise error
+        return SamplingRequestResult(state.needs_follow_up, state.last_agent_message)
+
+    # --- internals -------------------------------------------------------------------------
+
+    async def _consume_stream(
+        self,
+        tools: ToolExecutor[CallT],
+        client: ModelClient,
+        prompt: Prompt,
+        nursery: trio.Nursery,
+        in_flight: list[_InFlight],
+        state: _RequestState,
+    ) -> None:
+        try:
+            async with client.stream(prompt) as batches:
+                async for batch in batches:
+                    out: list[ev.Event] = []
+                    for event in batch:
+                        # hot path: deltas first, with exact-type checks
+                        kind = type(event)
+                        if kind is OutputTextDelta:
+                            out.append(ev.TextDelta(event.item_id, event.delta))  # type: ignore[union-attr]
+                        elif kind is OutputItemDone:
+                            await self._on_item_done(event.item, tools, nursery, in_flight, state, out)  # type: ignore[union-attr]
+                        elif kind is ToolCallInputDelta:
+                            out.append(ev.ToolInputDelta(event.item_id, event.delta))  # type: ignore[union-attr]
+                        elif kind is ReasoningSummaryDelta:
+                            out.append(ev.ReasoningDelta(event.item_id, event.delta, "summary"))  # type: ignore[union-attr]
+                        elif kind is ReasoningContentDelta:
+                            out.append(ev.ReasoningDelta(event.item_id, event.delta, "content"))  # type: ignore[union-attr]
+                        elif kind is ReasoningSummaryPartAdded:
+                            out.append(ev.ReasoningDelta(event.item_id, "", "summary", True))  # type: ignore[union-attr]
+                        elif kind is OutputItemAdded:
+                            out.append(ev.ItemStarted(event.item))  # type: ignore[union-attr]
+                        elif kind is Completed:
+                            usage = event.usage  # type: ignore[union-attr]
+                            if usage is not None:
+                                self.total_usage = self.total_usage + usage
+                                out.append(ev.TokenUsageUpdated(usage, self.total_usage))
+                            if event.end_turn is False:  # type: ignore[union-attr]
+                                state.needs_follow_up = True
+                            state.completed = True
+                            break
+                        elif kind is RateLimitsSnapshot:
+                            self.rate_limits = event
+                            out.append(ev.RateLimitsUpdated(event))
+                        elif kind is Created:
+                            pass
+                    if out:
+                        await self.events.publish(out)
+                    if state.completed:
+                        break
+        except KernelError:
+            raise
+        except (OSError, ValueError) as exc:  # a transport that leaked a raw error
+            raise StreamError(f"model stream failed: {type(exc).__name__}: {exc}") from exc
+        if not state.completed:
+            raise StreamError("stream closed before response.completed")
+
+    async def _on_item_done(
+        self,
+        item: ResponseItem,
+        tools: ToolExecutor[CallT],
+        nursery: trio.Nursery,
+        in_flight: list[_InFlight],
+        state: _RequestState,
+        out: list[ev.Event],
+    ) -> None:
+        classified = await tools.classify_response_item(item)
+        if isinstance(classified, CompletedResponseItem.ToolCall):
+            slot = _InFlight(classified.item, classified.call, self.clock())
+            # atomic: a recorded call is always tracked, so it always gets an output
+            with trio.CancelScope(shield=True):
+                await self.history.record([classified.item])
+                in_flight.append(slot)
+            state.needs_follow_up = True
+            out.append(ev.ItemCompleted(classified.item))
+            out.append(ev.ToolCallStarted(classified.call.call_id, _call_name(classified.item), classified.item))
+            # publish before starting so "started" always precedes "finished"
+            await self.events.publish(out)
+            out.clear()
+            nursery.start_soon(self._run_call, tools, slot, state)
+        elif isinstance(classified, CompletedResponseItem.ImmediateResponse):
+            recorded: list[ResponseItem] = [classified.item]
+            response_item = response_input_to_response_item(classified.response)
+            if response_item is not None:
+                recorded.append(response_item)
+            await self.history.record(recorded)
+            out.append(ev.ItemCompleted(classified.item))
+            state.needs_follow_up = True
+        else:
+            await self.history.record([classified.item])
+            out.append(ev.ItemCompleted(classified.item))
+            if isinstance(item, Message) and item.role == "assistant":
+                text = item.text()
+                if text:
+                    state.last_agent_message = text
+
+    async def _run_call(self, tools: ToolExecutor[CallT], slot: _InFlight, state: _RequestState) -> None:
+        status = "ok"
+        try:
+            output = await execute_tool_call_with_default_output(tools, slot.call)
+        except FatalError as exc:
+            status = "fatal"
+            output = _with_success(slot.call.error_response(str(exc)), False)
+            state.fail(exc)
+        except (trio.Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a tool that broke its contract: the turn ends, history stays whole
+            status = "fatal"
+            fatal = FatalError(f"tool {_call_name(slot.item)!r} raised {type(exc).__name__}: {exc}")
+            fatal.__cause__ = exc
+            output = _with_success(slot.call.error_response(str(fatal)), False)
+            state.fail(fatal)
+        else:
+            success = None
+            if isinstance(output, (FunctionCallOutput, CustomToolCallOutput)):
+                success = output.output.success
+            if success is False:
+                status = "error"
+        slot.output = output
+        with trio.CancelScope(shield=True):
+            await self.events.publish(
+                [ev.ToolCallFinished(slot.call.call_id, output, status, self.clock() - slot.started)]
+            )
+
+    async def _record_outputs(self, in_flight: list[_InFlight], state: _RequestState) -> None:
+        """Record every call's output in call order; calls without one get an aborted output.
+        Shielded: an interrupt must not lose outputs."""
+        if not in_flight:
+            return
+        with trio.CancelScope(shield=True):
+            now = self.clock()
+            recorded: list[ResponseItem] = []
+            finished: list[ev.Event] = []
+            for slot in in_flight:
+                output = slot.output
+                if output is None:
+                    output = _with_success(
+                        slot.call.error_response(aborted_output_text(slot.item, now - slot.started)), False
+                    )
+                    slot.output = output
+                    finished.append(ev.ToolCallFinished(slot.call.call_id, output, "aborted", now - slot.started))
+                item = response_input_to_response_item(output)
+                if item is not None:
+                    recorded.append(item)
+            await self.history.record(recorded)
+            if finished:
+                await self.events.publish(finished)
+
+
+@attrs.define(eq=False)
+class _RequestState:
+    needs_follow_up: bool = False
+    last_agent_message: str | None = None
+    completed: bool = False
+    fatal: FatalError | None = None
+    scope: trio.CancelScope | None = None
+
+    def fail(self, exc: FatalError) -> None:
+        """A fatal tool error: stop the stream and the other calls."""
+        if self.fatal is None:
+            self.fatal = exc
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+@attrs.frozen
+class TurnOutcome:
+    """How a turn ended: ``status`` is ``"completed"``, ``"aborted"`` or ``"failed"`` (then
+    ``error`` is the kernel error)."""
+
+    turn_id: str
+    status: Literal["completed", "aborted", "failed"]
+    last_agent_message: str | None = None
+    error: KernelError | None = None
+
+
+_turn_ids = itertools.count(1)
+
+
+class Turn:
+    """One turn: record the user's input, then sample while a follow-up is needed.
+
+    ``await turn.run()`` returns a :class:`TurnOutcome` and publishes exactly one of
+    :class:`~kernel.events.TurnCompleted`, :class:`~kernel.events.TurnAborted`,
+    :class:`~kernel.events.TurnFailed`. :meth:`interrupt` may be called from any task at any time
+    (before or during ``run``). If an *enclosing* scope is cancelled, the turn still records
+    aborted outputs and publishes ``TurnAborted``, then lets ``trio.Cancelled`` propagate.
+    """
+
+    def __init__(self, host: TurnHost[Any], input: Sequence[ResponseItem], *, turn_id: str | None = None) -> None:
+        self.host = host
+        self.input = list(input)
+        self.turn_id = turn_id or f"turn-{next(_turn_ids)}"
+        self._scope = trio.CancelScope()
+        self.outcome: TurnOutcome | None = None
+
+    def interrupt(self) -> None:
+        """Cancel the turn: the stream and the running tools stop; aborted outputs are recorded."""
+        self._scope.cancel()
+
+    async def run(self) -> TurnOutcome:
+        """Run the turn to its end. Checkpoints."""
+        host = self.host
+        last: str | None = None
+        outcome: TurnOutcome
+        try:
+            with trio.CancelScope(shield=True):
+                # accepted input is recorded even if an interrupt is already pending
+                await host.events.publish([ev.TurnStarted(self.turn_id)])
+                if self.input:
+                    await host.history.record(self.input)
+            with self._scope:
+                while True:
+                    prompt_input = await host.history.prompt_input()
+                    result = await run_sampling_request_loop(host, host.model, prompt_input, rng=host.rng)
+                    if result.last_agent_message is not None:
+                        last = result.last_agent_message
+                    if not result.needs_follow_up:
+                        break
+            if self._scope.cancelled_caught:
+                outcome = TurnOutcome(self.turn_id, "aborted", last)
+            else:
+                outcome = TurnOutcome(self.turn_id, "completed", last)
+        except KernelError as exc:
+            outcome = TurnOutcome(self.turn_id, "failed", last, exc)
+        except trio.Cancelled:
+            self.outcome = TurnOutcome(self.turn_id, "aborted", last)
+            with trio.CancelScope(shield=True):
+                await host.events.publish([ev.TurnAborted(self.turn_id, "cancelled")])
+            raise
+        self.outcome = outcome
+        with trio.CancelScope(shield=True):
+            await host.events.publish([_final_event(outcome)])
+        return outcome
+
+
+def _final_event(outcome: TurnOutcome) -> ev.Event:
+    if outcome.status == "completed":
+        return ev.TurnCompleted(outcome.turn_id, outcome.last_agent_message)
+    if outcome.status == "aborted":
+        return ev.TurnAborted(outcome.turn_id)
+    assert outcome.error is not None
+    return ev.TurnFailed(outcome.turn_id, str(outcome.error), type(outcome.error).__name__)
+
+
+async def run_turn(host: TurnHost[Any], input: Sequence[ResponseItem], *, turn_id: str | None = None) -> TurnOutcome:
+    """Run one :class:`Turn` of ``input`` on ``host`` and return its outcome."""
+    return await Turn(host, input, turn_id=turn_id).run()
