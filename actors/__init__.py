@@ -1,0 +1,1 @@
+"""trio-agent-kernel's runtime: the actors, the real transports and the scripted model server."""

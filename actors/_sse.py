@@ -1,0 +1,106 @@
+"""An incremental Server-Sent Events splitter: bytes in any split → complete events.
+
+Handles an event across reads, many events in one read, ``\\r\\n`` and lone ``\\r`` line ends,
+comment lines (``:``), multi-line ``data:`` fields and fields without a value. It is the first
+stage of the per-event hot path, so the common shape (``event: x\\ndata: {...}\\n\\n``) is parsed
+with a few ``bytes`` operations and no per-line objects.
+
+A line longer than ``max_event_bytes`` (default 16 MiB) without an event boundary raises
+:class:`SSEOverflow` (a clear error instead of unbounded memory).
+"""
+
+from __future__ import annotations
+
+__all__ = ["SSEDecoder", "SSEOverflow", "DEFAULT_MAX_EVENT_BYTES"]
+
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+class SSEOverflow(ValueError):
+    """An SSE event grew past the decoder's limit without ending."""
+
+
+class SSEDecoder:
+    """Feed bytes, get ``(event_name, data)`` pairs for every complete event.
+
+    ``event_name`` is ``None`` when the event has no ``event:`` field; ``data`` is the bytes of
+    its ``data:`` lines joined with ``\\n`` (events without data are skipped, as the SSE spec
+    says). Not thread-safe; one decoder per stream.
+    """
+
+    __slots__ = ("_buf", "_pending_cr", "max_event_bytes")
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._buf = b""
+        self._pending_cr = False
+        self.max_event_bytes = max_event_bytes
+
+    def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
+        """Add ``chunk``; return the events it completed (possibly none)."""
+        if b"\r" in chunk or self._pending_cr:
+            chunk = self._normalize(chunk)
+        buf = self._buf + chunk if self._buf else chunk
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            if len(buf) > self.max_event_bytes:
+                self._buf = b""
+                raise SSEOverflow(
+                    f"SSE event exceeds {self.max_event_bytes} bytes without a blank line"
+                )
+            self._buf = buf
+            return []
+        self._buf = buf[end + 2 :]
+        out: list[tuple[str | None, bytes]] = []
+        for block in buf[:end].split(b"\n\n"):
+            if not block:
+                continue
+            # fast path: "event: name\ndata: payload" with nothing else
+            if block.startswith(b"event: "):
+                nl = block.find(b"\n")
+                if nl > 0 and block.startswith(b"data: ", nl + 1) and block.find(b"\n", nl + 1) < 0:
+                    out.append((block[7:nl].decode("utf-8", "replace"), block[nl + 7 :]))
+                    continue
+            elif block.startswith(b"data: ") and b"\n" not in block:
+                out.append((None, block[6:]))
+                continue
+            event = self._parse_block(block)
+            if event is not None:
+                out.append(event)
+        return out
+
+    def _normalize(self, chunk: bytes) -> bytes:
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if chunk.endswith(b"\r"):
+            # a "\r" at the end may be the first half of "\r\n": wait for the next read
+            chunk = chunk[:-1]
+            self._pending_cr = True
+        return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+    @staticmethod
+    def _parse_block(block: bytes) -> tuple[str | None, bytes] | None:
+        name: str | None = None
+        data: list[bytes] = []
+        for line in block.split(b"\n"):
+            if not line or line.startswith(b":"):
+                continue
+            field, sep, value = line.partition(b":")
+            if sep and value.startswith(b" "):
+                value = value[1:]
+            if field == b"data":
+                data.append(value)
+            elif field == b"event":
+                name = value.decode("utf-8", "replace")
+            # "id" and "retry" are not used by these APIs
+        if not data:
+            return None
+        return name, b"\n".join(data)
+
+    def finish(self) -> bool:
+        """End of stream. Returns ``True`` when an incomplete event was left over (the stream was
+        cut mid-event); that event is discarded, as the SSE spec says."""
+        rest = self._buf
+        self._buf = b""
+        self._pending_cr = False
+        return bool(rest.strip(b"\n"))
