@@ -170,7 +170,7 @@ class Message:
 class Reasoning:
     """``{"type": "reasoning", "id", "summary": [...], "content"?, "encrypted_content"?}``."""
 
-    id: str = ""
+    id: str | None = None
     summary: Sequence[Mapping[str, Any]] = ()
     content: Sequence[Mapping[str, Any]] | None = None
     encrypted_content: str | None = None
@@ -247,9 +247,9 @@ class ToolSearchCall:
 class ToolSearchOutput:
     """``{"type": "tool_search_output", "call_id", "status", "execution", "tools": [...]}``."""
 
-    call_id: str | None
     status: str
     execution: str
+    call_id: str | None = None
     tools: Sequence[Any] = ()
     extra: Mapping[str, Any] = _EMPTY
 
@@ -348,7 +348,7 @@ _ITEM_FIELDS: Final[dict[str, tuple[type[Any], tuple[_Field, ...]]]] = {
         Reasoning,
         (
             ("id", "str", False),
-            ("summary", "list", False),
+            ("summary", "list", True),
             ("content", "list", False),
             ("encrypted_content", "str", False),
         ),
@@ -515,9 +515,9 @@ def item_to_wire(item: ResponseItem) -> dict[str, Any]:
     if fields is None:
         raise TypeError(f"item_to_wire: {cls.__name__} is not a conversation item")
     out: dict[str, Any] = {"type": _TYPE_OF_CLASS[cls]}
-    for name, kind, _ in fields:
+    for name, kind, required in fields:
         value = getattr(item, name)
-        if value is None:
+        if value is None and not required:
             continue
         if kind == "payload":
             out[name] = value.to_wire()

@@ -240,7 +240,11 @@ def format_f32(value: float) -> str:
     shortest = None
     for digits in range(1, 10):
         candidate = f"{f32:.{digits}g}"
-        if struct.unpack("<f", struct.pack("<f", float(candidate)))[0] == f32:
+        try:
+            reread = struct.unpack("<f", struct.pack("<f", float(candidate)))[0]
+        except OverflowError:  # rounded past f32::MAX
+            continue
+        if reread == f32:
             shortest = candidate
             break
     assert shortest is not None  # 9 significant digits always round-trip an f32

@@ -20,3 +20,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+import pytest  # noqa: E402
+import trio.testing  # noqa: E402
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """A clock that jumps ahead whenever every task is blocked: sleeps take no real time."""
+    return trio.testing.MockClock(autojump_threshold=0)
