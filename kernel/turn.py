@@ -435,7 +435,7 @@ class Turn:
         """Run the turn to its end. Checkpoints."""
         host = self.host
         last: str | None = None
-        outcome: TurnOutcome
+        outcome: TurnOutcome | None = None
         try:
             with trio.CancelScope(shield=True):
                 # accepted input is recorded even if an interrupt is already pending
@@ -450,28 +450,25 @@ class Turn:
                         last = result.last_agent_message
                     if not result.needs_follow_up:
                         break
-            if self._scope.cancelled_caught:
-                outcome = TurnOutcome(self.turn_id, "aborted", last)
-            else:
-                outcome = TurnOutcome(self.turn_id, "completed", last)
+            status: Literal["completed", "aborted"] = "aborted" if self._scope.cancelled_caught else "completed"
+            outcome = TurnOutcome(self.turn_id, status, last)
         except KernelError as exc:
             outcome = TurnOutcome(self.turn_id, "failed", last, exc)
-        except trio.Cancelled:
-            self.outcome = TurnOutcome(self.turn_id, "aborted", last)
+        finally:
+            # exactly one final event, whatever ends the turn: an enclosing cancellation (possibly
+            # inside an exception group) or any other BaseException counts as aborted
+            final = outcome or TurnOutcome(self.turn_id, "aborted", last)
+            self.outcome = final
             with trio.CancelScope(shield=True):
-                await host.events.publish([ev.TurnAborted(self.turn_id, "cancelled")])
-            raise
-        self.outcome = outcome
-        with trio.CancelScope(shield=True):
-            await host.events.publish([_final_event(outcome)])
-        return outcome
+                await host.events.publish([_final_event(final, "interrupted" if outcome else "cancelled")])
+        return final
 
 
-def _final_event(outcome: TurnOutcome) -> ev.Event:
+def _final_event(outcome: TurnOutcome, reason: str) -> ev.Event:
     if outcome.status == "completed":
         return ev.TurnCompleted(outcome.turn_id, outcome.last_agent_message)
     if outcome.status == "aborted":
-        return ev.TurnAborted(outcome.turn_id)
+        return ev.TurnAborted(outcome.turn_id, reason)
     assert outcome.error is not None
     return ev.TurnFailed(outcome.turn_id, str(outcome.error), type(outcome.error).__name__)
 
