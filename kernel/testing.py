@@ -422,7 +422,11 @@ class ScriptedModel:
             response = text_response("done")
         self._next += 1
         await trio.lowlevel.checkpoint()
-        yield self._play(response)
+        batches = self._play(response)
+        try:
+            yield batches
+        finally:
+            await batches.aclose()  # type: ignore[attr-defined]
 
     async def _play(self, response: ScriptedResponse) -> AsyncIterator[Sequence[ModelEvent]]:
         fault = response.fault
@@ -457,13 +461,11 @@ class InMemoryHistory:
     items: list[ResponseItem] = attrs.field(factory=list)
 
     async def record(self, items: Sequence[ResponseItem]) -> None:
-        """Append (checkpoints)."""
+        """Append. Does not checkpoint."""
         self.items.extend(items)
-        await trio.lowlevel.checkpoint()
 
     async def prompt_input(self) -> list[ResponseItem]:
-        """A copy of the log."""
-        await trio.lowlevel.checkpoint()
+        """A copy of the log. Does not checkpoint."""
         return list(self.items)
 
 
@@ -515,8 +517,8 @@ class FunctionTools:
     started: list[str] = attrs.field(factory=list)
 
     async def classify_response_item(self, item: ResponseItem) -> CompletedResponseItem[FunctionToolCall]:
-        """Function and custom tool calls are tool calls; everything else is not."""
-        await trio.lowlevel.checkpoint()
+        """Function and custom tool calls are tool calls; everything else is not. Does not
+        checkpoint."""
         if isinstance(item, FunctionCall):
             return CompletedResponseItem.ToolCall(item, FunctionToolCall(item.call_id, item.name, item.arguments))
         if isinstance(item, CustomToolCall):

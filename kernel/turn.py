@@ -150,8 +150,8 @@ class TurnHost(Generic[CallT]):
     async def prepare_sampling_request(
         self, input: Sequence[ResponseItem]
     ) -> PreparedSamplingRequest[None, ToolExecutor[CallT]]:
-        """Retry-stable state: this host's prompt and tool configs and its executor."""
-        await trio.lowlevel.checkpoint()
+        """Retry-stable state: this host's prompt and tool configs and its executor. Does not
+        checkpoint."""
         return PreparedSamplingRequest(self.prompt_config, self.tool_config, None, self.tools)
 
     async def history_prompt_input(self) -> list[ResponseItem]:
