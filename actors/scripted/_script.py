@@ -1,0 +1,645 @@
+"""The script: what the scripted model server answers, reply by reply, and the faults it injects.
+
+Values only (frozen attrs classes); rendering lives in ``_render`` and I/O in ``_server``. The JSON
+form is documented in the package docstring (``actors/scripted/__init__.py``) and loaded by
+:meth:`Script.from_json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Union
+
+import attrs
+
+__all__ = [
+    "Text",
+    "Reasoning",
+    "FunctionCall",
+    "CustomToolCall",
+    "RawItem",
+    "Item",
+    "HttpError",
+    "Failed",
+    "Incomplete",
+    "ErrorEvent",
+    "Disconnect",
+    "Malformed",
+    "Stall",
+    "Fault",
+    "Usage",
+    "Reply",
+    "Script",
+    "ScriptError",
+    "rate_limit_headers",
+]
+
+
+class ScriptError(ValueError):
+    """A script (Python or JSON) is malformed; the message names the place, the value and the
+    expected form."""
+
+
+def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ScriptError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _arguments_to_str(value: str | Mapping[str, Any] | Sequence[Any]) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _to_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+def _to_strs(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _str_dict(value: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (value or {}).items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Output items
+
+
+@attrs.frozen
+class Text:
+    """An assistant message streamed as ``response.output_text.delta`` events of ``chunk_size``
+    characters (``0``: the whole text in one delta; an empty text sends no delta).
+
+    ``id`` defaults to ``msg_<reply>_<index>``; ``phase`` (``"commentary"`` / ``"final_answer"``)
+    is copied onto the message item when set.
+    """
+
+    text: str
+    chunk_size: int = attrs.field(default=0, kw_only=True, validator=_non_negative)
+    id: str | None = attrs.field(default=None, kw_only=True)
+    phase: str | None = attrs.field(default=None, kw_only=True)
+
+
+@attrs.frozen
+class Reasoning:
+    """A reasoning item: each ``summary`` section is streamed as a
+    ``response.reasoning_summary_part.added`` then ``response.reasoning_summary_text.delta``
+    events of ``chunk_size`` characters; ``content`` (raw reasoning text, optional) as
+    ``response.reasoning_text.delta`` events. ``encrypted_content`` is copied onto the item."""
+
+    summary: tuple[str, ...] = attrs.field(default=(), converter=_to_strs)
+    chunk_size: int = attrs.field(default=0, kw_only=True, validator=_non_negative)
+    content: str | None = attrs.field(default=None, kw_only=True)
+    encrypted_content: str | None = attrs.field(default=None, kw_only=True)
+    id: str | None = attrs.field(default=None, kw_only=True)
+
+
+@attrs.frozen
+class FunctionCall:
+    """A function tool call whose ``arguments`` (a JSON string; a dict or list is encoded) are
+    streamed as ``response.function_call_arguments.delta`` events of ``chunk_size`` characters.
+    ``id`` defaults to ``fc_<reply>_<index>``."""
+
+    call_id: str
+    name: str
+    arguments: str = attrs.field(default="{}", converter=_arguments_to_str)
+    chunk_size: int = attrs.field(default=0, kw_only=True, validator=_non_negative)
+    id: str | None = attrs.field(default=None, kw_only=True)
+    namespace: str | None = attrs.field(default=None, kw_only=True)
+
+
+@attrs.frozen
+class CustomToolCall:
+    """A freeform (custom) tool call whose ``input`` is streamed as
+    ``response.custom_tool_call_input.delta`` events of ``chunk_size`` characters. ``id``
+    defaults to ``ctc_<reply>_<index>``. On Chat Completions it is rendered as a function tool
+    call whose arguments are the raw input (that API streams only function calls)."""
+
+    call_id: str
+    name: str
+    input: str = ""
+    chunk_size: int = attrs.field(default=0, kw_only=True, validator=_non_negative)
+    id: str | None = attrs.field(default=None, kw_only=True)
+
+
+@attrs.frozen
+class RawItem:
+    """Any other output item (``web_search_call``, ``local_shell_call``…), sent as it is in
+    ``response.output_item.added`` and ``.done``. Not rendered on Chat Completions."""
+
+    item: Mapping[str, Any] = attrs.field(converter=_to_dict)
+
+
+Item = Union[Text, Reasoning, FunctionCall, CustomToolCall, RawItem]
+"""One scripted output item."""
+
+
+# --------------------------------------------------------------------------------------------
+# Faults
+
+
+@attrs.frozen(kw_only=True)
+class HttpError:
+    """Answer with an HTTP error instead of a stream; no other fault may be combined with it.
+
+    The body is ``body`` when given (a mapping is sent as JSON, a string as it is), else the
+    OpenAI-style ``{"error": {"message", "type", "code", "param", **error_fields}}``.
+    ``retry_after`` becomes the ``Retry-After`` header; ``headers`` are added to the response.
+    The class methods build the common cases.
+    """
+
+    status: int = attrs.field()
+    message: str = ""
+    type: str | None = None
+    code: str | None = None
+    error_fields: Mapping[str, Any] = attrs.field(factory=dict, converter=_to_dict)
+    body: Mapping[str, Any] | str | None = None
+    retry_after: float | str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_str_dict)
+
+    @status.validator
+    def _check_status(self, _attribute: attrs.Attribute[Any], value: int) -> None:
+        if not 400 <= value <= 599:
+            raise ScriptError(f"HttpError.status must be a 4xx or 5xx code, got {value!r}")
+
+    def body_bytes(self) -> bytes:
+        """The response body."""
+        if isinstance(self.body, str):
+            return self.body.encode()
+        if self.body is not None:
+            return json.dumps(self.body, separators=(",", ":")).encode()
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.type,
+            "param": None,
+            "code": self.code,
+            **self.error_fields,
+        }
+        return json.dumps({"error": error}, separators=(",", ":")).encode()
+
+    @classmethod
+    def rate_limited(
+        cls,
+        *,
+        retry_after: float | str | None = None,
+        try_again_in: float | None = None,
+        message: str | None = None,
+    ) -> HttpError:
+        """HTTP 429 ``rate_limit_exceeded``. ``retry_after`` sets the ``Retry-After`` header;
+        ``try_again_in`` (seconds) writes the delay into the message the way OpenAI does
+        ("… Please try again in 1.5s.")."""
+        if message is None:
+            message = "Rate limit reached for requests in organization org-scripted."
+            if try_again_in is not None:
+                message += f" Please try again in {try_again_in:g}s."
+        return cls(
+            status=429,
+            message=message,
+            type="requests",
+            code="rate_limit_exceeded",
+            retry_after=retry_after,
+        )
+
+    @classmethod
+    def usage_limit_reached(
+        cls,
+        *,
+        plan_type: str = "plus",
+        resets_at: int | None = None,
+        message: str = "The usage limit has been reached",
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpError:
+        """HTTP 429 with the codex backend's body
+        ``{"error": {"type": "usage_limit_reached", "message", "plan_type", "resets_at"}}``
+        (``resets_at`` in Unix seconds)."""
+        body: dict[str, Any] = {
+            "type": "usage_limit_reached",
+            "message": message,
+            "plan_type": plan_type,
+        }
+        if resets_at is not None:
+            body["resets_at"] = resets_at
+        return cls(status=429, message=message, body={"error": body}, headers=headers or {})
+
+    @classmethod
+    def context_length_exceeded(cls, *, message: str | None = None) -> HttpError:
+        """HTTP 400 ``invalid_request_error`` with code ``context_length_exceeded``."""
+        return cls(
+            status=400,
+            message=message
+            or "Your input exceeds the context window of this model. "
+            "Please adjust your input and try again.",
+            type="invalid_request_error",
+            code="context_length_exceeded",
+        )
+
+    @classmethod
+    def server_error(
+        cls,
+        status: int = 500,
+        *,
+        retry_after: float | str | None = None,
+        message: str | None = None,
+    ) -> HttpError:
+        """HTTP 5xx ``server_error`` (500 by default; 502/503 for overload)."""
+        return cls(
+            status=status,
+            message=message
+            or "The server had an error while processing your request. Sorry about that!",
+            type="server_error",
+            retry_after=retry_after,
+        )
+
+    @classmethod
+    def unauthorized(cls, *, status: int = 401, message: str | None = None) -> HttpError:
+        """HTTP 401 (or 403) ``invalid_api_key``."""
+        return cls(
+            status=status,
+            message=message or "Incorrect API key provided.",
+            type="invalid_request_error",
+            code="invalid_api_key",
+        )
+
+
+@attrs.frozen
+class Failed:
+    """End the stream with ``response.failed`` (``error: {code, message}``) after the items
+    instead of ``response.completed``. On Chat Completions: a ``data: {"error": …}`` chunk and
+    no ``[DONE]``."""
+
+    code: str = "server_error"
+    message: str = "The model failed to generate a response."
+
+
+@attrs.frozen
+class Incomplete:
+    """End the stream with ``response.incomplete`` (``incomplete_details: {reason}``). On Chat
+    Completions: ``finish_reason`` ``"length"`` (or ``"content_filter"``) then ``[DONE]``."""
+
+    reason: str = "max_output_tokens"
+
+
+@attrs.frozen
+class ErrorEvent:
+    """End the stream with an ``error`` event (``code, message, param``) after the items. On
+    Chat Completions: a ``data: {"error": …}`` chunk and no ``[DONE]``."""
+
+    code: str = "server_error"
+    message: str = "An error occurred while processing your request."
+
+
+@attrs.frozen(kw_only=True)
+class Disconnect:
+    """Stop after ``after_events`` complete events.
+
+    By default the connection is closed abruptly (the chunked body is left unterminated: the
+    client sees a protocol/read error). ``mid_event=True`` first sends the first half of the next
+    event's bytes. ``clean=True`` instead ends the HTTP body properly (a clean EOF before
+    ``response.completed`` / ``[DONE]``) and keeps the connection alive.
+    """
+
+    after_events: int = attrs.field(validator=_non_negative)
+    mid_event: bool = False
+    clean: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.mid_event and self.clean:
+            raise ScriptError("Disconnect: mid_event and clean cannot both be true")
+
+
+@attrs.frozen(kw_only=True)
+class Malformed:
+    """After ``after_events`` events, send an event whose data line is ``data`` (not JSON by
+    default), then go on with the rest of the stream. The Responses endpoint names it
+    ``event``; Chat Completions sends only the ``data:`` line."""
+
+    after_events: int = attrs.field(validator=_non_negative)
+    data: str = "{not json"
+    event: str = "response.output_text.delta"
+
+
+@attrs.frozen(kw_only=True)
+class Stall:
+    """After ``after_events`` events, send nothing for ``seconds`` (``trio.sleep``: a fake clock
+    makes it instant), then go on with the rest of the stream."""
+
+    after_events: int = attrs.field(validator=_non_negative)
+    seconds: float = attrs.field(validator=_non_negative)
+
+
+Fault = Union[HttpError, Failed, Incomplete, ErrorEvent, Disconnect, Malformed, Stall]
+"""One injected fault."""
+
+_TERMINAL = (Failed, Incomplete, ErrorEvent)
+_TRANSPORT = (Disconnect, Malformed, Stall)
+
+
+# --------------------------------------------------------------------------------------------
+# Replies and scripts
+
+
+@attrs.frozen(kw_only=True)
+class Usage:
+    """Token usage reported in ``response.completed`` (and the Chat Completions usage chunk).
+    ``total_tokens`` defaults to ``input_tokens + output_tokens``."""
+
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int | None = None
+
+    def to_responses(self) -> dict[str, Any]:
+        """The Responses API ``usage`` object."""
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": self.cached_tokens},
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self._total(),
+        }
+
+    def to_chat(self) -> dict[str, Any]:
+        """The Chat Completions ``usage`` object."""
+        return {
+            "prompt_tokens": self.input_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self._total(),
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+
+    def _total(self) -> int:
+        if self.total_tokens is not None:
+            return self.total_tokens
+        return self.input_tokens + self.output_tokens
+
+
+def _to_faults(values: Iterable[Fault]) -> tuple[Fault, ...]:
+    return tuple(values)
+
+
+def _to_items(values: Iterable[Item | str]) -> tuple[Item, ...]:
+    return tuple(Text(v) if isinstance(v, str) else v for v in values)
+
+
+@attrs.frozen(kw_only=True)
+class Reply:
+    """One model response: output items, faults, usage and transport options.
+
+    ``items`` (a string is shorthand for :class:`Text`); ``faults`` (at most one
+    :class:`HttpError`, and then nothing else; at most one of :class:`Failed` /
+    :class:`Incomplete` / :class:`ErrorEvent`; at most one :class:`Disconnect`); ``usage``;
+    ``end_turn`` (copied into ``response.completed`` when set); ``headers`` added to the HTTP
+    response (e.g. :func:`rate_limit_headers`); ``delta_delay`` seconds slept before every delta
+    event; ``events_per_write`` overrides the server's batching (forced to one event per write
+    around deltas when ``delta_delay`` is set); ``model`` and ``response_id`` override the
+    defaults. Raises :class:`ScriptError` for an invalid combination.
+    """
+
+    items: tuple[Item, ...] = attrs.field(default=(), converter=_to_items)
+    faults: tuple[Fault, ...] = attrs.field(default=(), converter=_to_faults)
+    usage: Usage = Usage()
+    end_turn: bool | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_str_dict)
+    delta_delay: float = attrs.field(default=0.0, validator=_non_negative)
+    events_per_write: int | None = None
+    model: str | None = None
+    response_id: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        http = [f for f in self.faults if isinstance(f, HttpError)]
+        if http and len(self.faults) > 1:
+            raise ScriptError("Reply: an HttpError fault cannot be combined with other faults")
+        if sum(isinstance(f, _TERMINAL) for f in self.faults) > 1:
+            raise ScriptError("Reply: at most one of Failed / Incomplete / ErrorEvent")
+        if sum(isinstance(f, Disconnect) for f in self.faults) > 1:
+            raise ScriptError("Reply: at most one Disconnect fault")
+        for f in self.faults:
+            if not isinstance(f, (HttpError, *_TERMINAL, *_TRANSPORT)):
+                raise ScriptError(f"Reply.faults: {f!r} is not a fault")
+        if self.events_per_write is not None and self.events_per_write < 1:
+            raise ScriptError(f"Reply.events_per_write must be >= 1, got {self.events_per_write}")
+
+    @property
+    def http_error(self) -> HttpError | None:
+        """The HTTP error fault, if any."""
+        for f in self.faults:
+            if isinstance(f, HttpError):
+                return f
+        return None
+
+    @property
+    def terminal(self) -> Failed | Incomplete | ErrorEvent | None:
+        """The fault that replaces ``response.completed``, if any."""
+        for f in self.faults:
+            if isinstance(f, _TERMINAL):
+                return f
+        return None
+
+    @property
+    def transport_faults(self) -> tuple[Disconnect | Malformed | Stall, ...]:
+        """The faults applied while writing the stream, in script order."""
+        return tuple(f for f in self.faults if isinstance(f, _TRANSPORT))
+
+
+def _to_replies(values: Iterable[Reply | str]) -> tuple[Reply, ...]:
+    return tuple(Reply(items=[v]) if isinstance(v, str) else v for v in values)
+
+
+DEFAULT_REPLY = Reply(items=[Text("Done.")])
+
+
+@attrs.frozen
+class Script:
+    """The replies a scripted server gives, in order: each streaming POST consumes the next
+    one. When they run out the server answers ``default`` (assistant text ``"Done."``), or
+    starts over when ``cycle`` is true. ``model`` names the model in every response."""
+
+    replies: tuple[Reply, ...] = attrs.field(default=(), converter=_to_replies)
+    cycle: bool = attrs.field(default=False, kw_only=True)
+    default: Reply = attrs.field(default=DEFAULT_REPLY, kw_only=True)
+    model: str = attrs.field(default="scripted-model", kw_only=True)
+
+    @classmethod
+    def from_json(cls, source: Any) -> Script:
+        """Build a script from its JSON form: a parsed object (a mapping or a list of replies)
+        or the path (``str`` / ``os.PathLike``) of a JSON file. See the package docstring for
+        the format. Raises :class:`ScriptError` naming the offending place."""
+        if isinstance(source, (str, os.PathLike)):
+            try:
+                with open(source, encoding="utf-8") as f:
+                    source = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise ScriptError(f"script file {os.fspath(source)!r} is not JSON: {exc}") from exc
+        return _load_script(source)
+
+
+def rate_limit_headers(
+    *,
+    primary_used_percent: float | None = None,
+    primary_window_minutes: float | None = None,
+    primary_reset_after_seconds: float | None = None,
+    secondary_used_percent: float | None = None,
+    secondary_window_minutes: float | None = None,
+    secondary_reset_after_seconds: float | None = None,
+) -> dict[str, str]:
+    """The codex backend's rate-limit snapshot headers (``x-codex-primary-used-percent``…)
+    for the given values; ``None`` values are left out."""
+    values = {
+        "primary-used-percent": primary_used_percent,
+        "primary-window-minutes": primary_window_minutes,
+        "primary-reset-after-seconds": primary_reset_after_seconds,
+        "secondary-used-percent": secondary_used_percent,
+        "secondary-window-minutes": secondary_window_minutes,
+        "secondary-reset-after-seconds": secondary_reset_after_seconds,
+    }
+    return {f"x-codex-{k}": f"{v:g}" for k, v in values.items() if v is not None}
+
+
+# --------------------------------------------------------------------------------------------
+# JSON loading: strict, every error names its place
+
+
+def _expect_mapping(obj: Any, where: str) -> dict[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise ScriptError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return dict(obj)
+
+
+def _fields(
+    obj: Any, where: str, required: Sequence[str], optional: Sequence[str], skip: str = ""
+) -> dict[str, Any]:
+    data = _expect_mapping(obj, where)
+    data.pop(skip, None)
+    unknown = set(data) - set(required) - set(optional)
+    if unknown:
+        raise ScriptError(
+            f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted([*required, *optional])}"
+        )
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ScriptError(f"{where}: missing key(s) {missing}")
+    return data
+
+
+def _build(where: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return factory(**kwargs)
+    except ScriptError as exc:
+        raise ScriptError(f"{where}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ScriptError(f"{where}: {exc}") from None
+
+
+_ITEM_KEYS: dict[str, tuple[Callable[..., Any], tuple[str, ...], tuple[str, ...]]] = {
+    "text": (Text, ("text",), ("chunk_size", "id", "phase")),
+    "reasoning": (Reasoning, (), ("summary", "chunk_size", "content", "encrypted_content", "id")),
+    "function_call": (
+        FunctionCall,
+        ("call_id", "name"),
+        ("arguments", "chunk_size", "id", "namespace"),
+    ),
+    "custom_tool_call": (CustomToolCall, ("call_id", "name"), ("input", "chunk_size", "id")),
+    "raw": (RawItem, ("item",), ()),
+}
+
+_FAULT_KEYS: dict[str, tuple[Callable[..., Any], tuple[str, ...], tuple[str, ...]]] = {
+    "http_error": (
+        HttpError,
+        ("status",),
+        ("message", "type", "code", "error_fields", "body", "retry_after", "headers"),
+    ),
+    "rate_limited": (HttpError.rate_limited, (), ("retry_after", "try_again_in", "message")),
+    "usage_limit_reached": (
+        HttpError.usage_limit_reached,
+        (),
+        ("plan_type", "resets_at", "message", "headers"),
+    ),
+    "context_length_exceeded": (HttpError.context_length_exceeded, (), ("message",)),
+    "server_error": (HttpError.server_error, (), ("status", "retry_after", "message")),
+    "unauthorized": (HttpError.unauthorized, (), ("status", "message")),
+    "failed": (Failed, (), ("code", "message")),
+    "incomplete": (Incomplete, (), ("reason",)),
+    "error_event": (ErrorEvent, (), ("code", "message")),
+    "disconnect": (Disconnect, ("after_events",), ("mid_event", "clean")),
+    "malformed": (Malformed, ("after_events",), ("data", "event")),
+    "stall": (Stall, ("after_events", "seconds"), ()),
+}
+
+
+def _load_tagged(
+    obj: Any,
+    where: str,
+    tag: str,
+    table: Mapping[str, tuple[Callable[..., Any], tuple[str, ...], tuple[str, ...]]],
+) -> Any:
+    data = _expect_mapping(obj, where)
+    kind = data.get(tag)
+    if not isinstance(kind, str) or kind not in table:
+        raise ScriptError(f"{where}: {tag} {kind!r} is not one of {sorted(table)}")
+    factory, required, optional = table[kind]
+    return _build(where, factory, _fields(data, where, required, optional, skip=tag))
+
+
+def _load_reply(obj: Any, where: str) -> Reply:
+    if isinstance(obj, str):
+        return Reply(items=[Text(obj)])
+    data = _fields(
+        obj,
+        where,
+        (),
+        (
+            "items",
+            "faults",
+            "usage",
+            "end_turn",
+            "headers",
+            "delta_delay",
+            "events_per_write",
+            "model",
+            "response_id",
+        ),
+    )
+    items = []
+    for i, raw in enumerate(data.get("items", [])):
+        if isinstance(raw, str):
+            items.append(Text(raw))
+        else:
+            items.append(_load_tagged(raw, f"{where}.items[{i}]", "type", _ITEM_KEYS))
+    data["items"] = items
+    data["faults"] = [
+        _load_tagged(raw, f"{where}.faults[{i}]", "kind", _FAULT_KEYS)
+        for i, raw in enumerate(data.get("faults", []))
+    ]
+    if "usage" in data:
+        usage_fields = (
+            "input_tokens",
+            "cached_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "total_tokens",
+        )
+        data["usage"] = _build(
+            f"{where}.usage", Usage, _fields(data["usage"], f"{where}.usage", (), usage_fields)
+        )
+    reply: Reply = _build(where, Reply, data)
+    return reply
+
+
+def _load_script(obj: Any) -> Script:
+    if isinstance(obj, list):
+        obj = {"replies": obj}
+    data = _fields(obj, "script", (), ("replies", "cycle", "default", "model"))
+    replies = data.get("replies", [])
+    if not isinstance(replies, list):
+        raise ScriptError(f"script.replies: expected a list, got {type(replies).__name__}")
+    data["replies"] = [_load_reply(r, f"replies[{i}]") for i, r in enumerate(replies)]
+    if "default" in data:
+        data["default"] = _load_reply(data["default"], "default")
+    script: Script = _build("script", Script, data)
+    return script

@@ -1,0 +1,426 @@
+"""The HTTP/1.1 server: h11 on ``trio.serve_tcp``, keep-alive, chunked SSE bodies.
+
+One task per connection (``trio.serve_tcp``'s handler nursery, owned by
+:func:`open_scripted_server`); requests on a connection are served one after another (HTTP/1.1
+has no pipelining in practice). Every connection error is local to its connection: a client that
+hangs up mid-stream ends that task, never the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Literal
+
+import attrs
+import h11
+import msgspec
+import trio
+
+from ._render import Rendered, malformed_event, render_chat, render_responses
+from ._script import Disconnect, HttpError, Malformed, Reply, Script, Stall
+
+__all__ = ["RecordedRequest", "ScriptedServer", "open_scripted_server", "REDACTED"]
+
+REDACTED = "[REDACTED]"
+"""What a recorded request holds in place of a secret header's value."""
+
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie", "openai-api-key"}
+)
+_RECEIVE_SIZE = 65536
+_SERVER_HEADER = b"scripted-model-server"
+
+Endpoint = Literal["responses", "chat"]
+
+
+def _redact(name: str, value: str) -> str:
+    if name not in _SECRET_HEADERS:
+        return value
+    scheme, sep, _secret = value.partition(" ")
+    # keep the scheme ("Bearer") so tests can check how the key was sent, never the key
+    if sep and scheme.isalpha() and name.endswith("authorization"):
+        return f"{scheme} {REDACTED}"
+    return REDACTED
+
+
+@attrs.frozen(kw_only=True)
+class RecordedRequest:
+    """One request the server received.
+
+    ``headers`` have lower-case names (repeated headers joined with ``", "``) and secret values
+    (``Authorization``, API-key and cookie headers) replaced by :data:`REDACTED` — the scheme of
+    an ``Authorization`` value is kept (``"Bearer [REDACTED]"``). ``body`` is the parsed JSON
+    body (``None`` when absent or not JSON). ``endpoint`` is ``"responses"``, ``"chat"`` or
+    ``None`` (unknown path); ``reply_index`` is the script position of the reply served (``None``
+    when the default reply was served or no reply was consumed).
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+    endpoint: Endpoint | None
+    reply_index: int | None
+
+
+@attrs.define(eq=False)
+class ScriptedServer:
+    """A running scripted model server (from :func:`open_scripted_server`).
+
+    Every POST to ``/v1/responses`` or ``/v1/chat/completions`` consumes the next reply of the
+    script (one cursor shared by both endpoints and all connections).
+    """
+
+    script: Script
+    host: str
+    port: int = 0
+    events_per_write: int = 16
+    record_requests: bool = True
+    requests: list[RecordedRequest] = attrs.field(factory=list)
+    """Every request received, in arrival order (secrets redacted); stays empty when
+    ``record_requests`` is false."""
+    replies_served: int = 0
+    """How many replies have been consumed (the cursor)."""
+    connections_opened: int = 0
+    """How many TCP connections were accepted (keep-alive reuses them)."""
+    _cache: dict[tuple[int, str, bool], Rendered] = attrs.field(factory=dict)
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (no path)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL, ``http://HOST:PORT/v1`` (an OpenAI client's ``base_url``)."""
+        return self.url + "/v1"
+
+    # ---- reply selection and rendering ------------------------------------------------------
+
+    def _next_reply(self) -> tuple[int, Reply]:
+        """The next reply and its script index (``-1`` for the default reply)."""
+        n = self.replies_served
+        self.replies_served += 1
+        replies = self.script.replies
+        if n < len(replies):
+            return n, replies[n]
+        if self.script.cycle and replies:
+            i = n % len(replies)
+            return i, replies[i]
+        return -1, self.script.default
+
+    def _rendered(self, index: int, reply: Reply, endpoint: Endpoint, usage: bool) -> Rendered:
+        # rendering never awaits, so concurrent requests for one reply render it once
+        key = (index, endpoint, usage)
+        rendered = self._cache.get(key)
+        if rendered is None:
+            tag = str(index) if index >= 0 else "default"
+            if endpoint == "responses":
+                rendered = render_responses(reply, tag=tag, model=self.script.model)
+            else:
+                rendered = render_chat(reply, tag=tag, model=self.script.model, include_usage=usage)
+            self._cache[key] = rendered
+        return rendered
+
+    # ---- HTTP -------------------------------------------------------------------------------
+
+    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        self.connections_opened += 1
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = await _next_event(stream, conn)
+                if not isinstance(event, h11.Request):
+                    return  # ConnectionClosed (or junk after a close)
+                body = bytearray()
+                while True:
+                    part = await _next_event(stream, conn)
+                    if isinstance(part, h11.Data):
+                        body += part.data
+                    elif isinstance(part, h11.EndOfMessage):
+                        break
+                    else:
+                        return
+                keep_alive = await self._respond(stream, conn, event, bytes(body))
+                if not keep_alive:
+                    return
+                if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                    conn.start_next_cycle()
+                else:
+                    return
+        except h11.RemoteProtocolError as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                error = HttpError(
+                    status=400, message=f"bad HTTP request: {exc}", type="invalid_request_error"
+                )
+                try:
+                    await _send_error(stream, conn, error, {})
+                except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+                    pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client hung up
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _respond(
+        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, raw: bytes
+    ) -> bool:
+        """Answer one request; returns whether the connection may be reused."""
+        method = request.method.decode("ascii", "replace")
+        target = request.target.decode("ascii", "replace")
+        path = target.partition("?")[0]
+        headers: dict[str, str] = {}
+        for name_b, value_b in request.headers:
+            name = name_b.decode("latin-1").lower()
+            value = _redact(name, value_b.decode("latin-1"))
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        try:
+            body: Any = msgspec.json.decode(raw) if raw else None
+            bad_json = False
+        except msgspec.DecodeError:
+            body, bad_json = None, True
+
+        endpoint: Endpoint | None
+        if path in ("/v1/responses", "/responses"):
+            endpoint = "responses"
+        elif path in ("/v1/chat/completions", "/chat/completions"):
+            endpoint = "chat"
+        else:
+            endpoint = None
+
+        def record(reply_index: int | None) -> None:
+            if not self.record_requests:
+                return
+            self.requests.append(
+                RecordedRequest(
+                    method=method,
+                    path=path,
+                    headers=headers,
+                    body=body,
+                    endpoint=endpoint,
+                    reply_index=reply_index,
+                )
+            )
+
+        problem: HttpError | None = None
+        if endpoint is None:
+            problem = HttpError(
+                status=404,
+                message=f"no route for {method} {path}: the scripted server serves POST "
+                "/v1/responses and POST /v1/chat/completions",
+                type="invalid_request_error",
+            )
+        elif method != "POST":
+            problem = HttpError(
+                status=405, message=f"{path} takes POST, got {method}", type="invalid_request_error"
+            )
+        elif bad_json or not isinstance(body, dict):
+            problem = HttpError(
+                status=400,
+                message="the request body must be a JSON object",
+                type="invalid_request_error",
+            )
+        elif body.get("stream") is not True:
+            problem = HttpError(
+                status=400,
+                message='the scripted server only streams: send "stream": true',
+                type="invalid_request_error",
+                code="unsupported_value",
+            )
+        if problem is not None:
+            record(None)
+            await _send_error(stream, conn, problem, {})
+            return True
+
+        assert endpoint is not None and isinstance(body, dict)
+        index, reply = self._next_reply()
+        record(index if index >= 0 else None)
+
+        http_error = reply.http_error
+        if http_error is not None:
+            await _send_error(stream, conn, http_error, reply.headers)
+            return True
+
+        include_usage = False
+        if endpoint == "chat":
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        rendered = self._rendered(index, reply, endpoint, include_usage)
+
+        response_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"server", _SERVER_HEADER),
+            (b"x-request-id", f"req_{self.replies_served}".encode()),
+        ]
+        response_headers += [(k.encode(), v.encode()) for k, v in reply.headers.items()]
+        head = conn.send(h11.Response(status_code=200, headers=response_headers))
+        assert head is not None
+
+        per_write = reply.events_per_write or self.events_per_write
+        if not reply.transport_faults and not reply.delta_delay:
+            # fast path: the head rides with the first batch and the final chunk with the last
+            # (syscalls dominate the per-request cost on loopback)
+            batches = rendered.batches(per_write)
+            last = len(batches) - 1
+            out = head
+            for i, batch in enumerate(batches):
+                out += conn.send(h11.Data(data=batch)) or b""
+                if i == last:
+                    out += conn.send(h11.EndOfMessage()) or b""
+                await stream.send_all(out)
+                out = b""
+            return True
+        await stream.send_all(head)
+        return await _write_with_faults(
+            stream, conn, rendered, reply, per_write, endpoint == "responses"
+        )
+
+
+async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(_RECEIVE_SIZE))
+            continue
+        return event
+
+
+async def _send_error(
+    stream: trio.SocketStream, conn: h11.Connection, error: HttpError, extra: Mapping[str, str]
+) -> None:
+    payload = error.body_bytes()
+    is_json = not isinstance(error.body, str)
+    headers = [
+        (b"content-type", b"application/json" if is_json else b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"server", _SERVER_HEADER),
+    ]
+    if error.retry_after is not None:
+        value = error.retry_after
+        headers.append(
+            (b"retry-after", (value if isinstance(value, str) else f"{value:g}").encode())
+        )
+    for k, v in {**extra, **error.headers}.items():
+        headers.append((k.encode(), v.encode()))
+    out = [
+        conn.send(h11.Response(status_code=error.status, headers=headers)),
+        conn.send(h11.Data(data=payload)),
+        conn.send(h11.EndOfMessage()),
+    ]
+    await stream.send_all(b"".join(b for b in out if b is not None))
+
+
+async def _write_with_faults(
+    stream: trio.SocketStream,
+    conn: h11.Connection,
+    rendered: Rendered,
+    reply: Reply,
+    per_write: int,
+    named_events: bool,
+) -> bool:
+    """The slow path: events one by one, with faults at their positions and delta delays.
+    Returns whether the connection may be reused."""
+    events, is_delta = rendered.events, rendered.is_delta
+    n = len(events)
+    at: dict[int, list[Disconnect | Malformed | Stall]] = {}
+    for fault in reply.transport_faults:
+        at.setdefault(min(fault.after_events, n), []).append(fault)
+    delay = reply.delta_delay
+    pending: list[bytes] = []
+
+    async def flush() -> None:
+        if pending:
+            data = b"".join(pending)
+            pending.clear()
+            await stream.send_all(conn.send(h11.Data(data=data)))
+
+    for i in range(n + 1):
+        for fault in at.get(i, ()):
+            if isinstance(fault, Stall):
+                await flush()
+                await trio.sleep(fault.seconds)
+            elif isinstance(fault, Malformed):
+                pending.append(malformed_event(fault.data, fault.event if named_events else None))
+            else:
+                if fault.mid_event and i < n:
+                    pending.append(events[i][: len(events[i]) // 2])
+                await flush()
+                if fault.clean:
+                    await stream.send_all(conn.send(h11.EndOfMessage()))
+                    return True
+                return False  # the caller closes the socket: an unterminated chunked body
+        if i == n:
+            break
+        if delay and is_delta[i]:
+            await flush()
+            await trio.sleep(delay)
+        pending.append(events[i])
+        if len(pending) >= per_write:
+            await flush()
+    await flush()
+    await stream.send_all(conn.send(h11.EndOfMessage()))
+    return True
+
+
+@asynccontextmanager
+async def open_scripted_server(
+    script: Script | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    events_per_write: int = 16,
+    record_requests: bool = True,
+) -> AsyncIterator[ScriptedServer]:
+    """Serve ``script`` over HTTP on ``host:port`` for the body of the ``async with``.
+
+    ``port=0`` picks a free port (read it from ``server.port`` / ``server.base_url``). The server
+    binds loopback by default: it is a test double, not meant to face a network.
+    ``events_per_write`` SSE events are joined into one socket write (a reply's
+    ``events_per_write`` overrides it). ``record_requests=False`` keeps ``server.requests``
+    empty (long runs: each record holds the whole request body).
+
+    Leaving the block cancels the server and every open connection; an exception raised in the
+    block comes out as it is (not wrapped in an ``ExceptionGroup``). Raises ``OSError`` when the
+    address cannot be bound. Checkpoints on entry.
+    """
+    if events_per_write < 1:
+        raise ValueError(f"events_per_write must be >= 1, got {events_per_write}")
+    server = ScriptedServer(
+        script if script is not None else Script(),
+        host=host,
+        events_per_write=events_per_write,
+        record_requests=record_requests,
+    )
+    # bound outside the nursery so that a bind error comes out as a plain OSError
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    server.port = listeners[0].socket.getsockname()[1]
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            # serve_listeners closes the listeners when it is cancelled
+            await nursery.start(partial(trio.serve_listeners, server._handle_connection, listeners))
+            try:
+                yield server
+            except BaseException as exc:
+                body_error = exc
+                raise
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # the nursery wraps whatever the body of the `async with` raised: give it back as it
+        # was, so `pytest.raises(SomeError)` around the block works
+        if (
+            body_error is None
+            or len(group.exceptions) != 1
+            or group.exceptions[0] is not body_error
+        ):
+            raise
+    finally:
+        for listener in listeners:  # already closed unless serving never started
+            await trio.aclose_forcefully(listener)
+    if body_error is not None:
+        raise body_error
