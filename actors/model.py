@@ -78,6 +78,7 @@ class ModelSettings:
 @attrs.define(eq=False)
 class _Request:
     body: bytes
+    decoder: Any
     reply: trio.MemorySendChannel[Sequence[ModelEvent] | KernelError]
     scope: trio.CancelScope
 
@@ -141,7 +142,7 @@ class ModelActor:
 
     async def _stream(self, http: httpx.AsyncClient, headers: dict[str, str], request: _Request) -> None:
         s = self.settings
-        decoder = _new_decoder(s.wire)
+        decoder = request.decoder
         send = request.reply.send
         async with http.stream("POST", s.endpoint, content=request.body, headers=headers) as response:
             if response.status_code >= 400:
@@ -171,7 +172,9 @@ class ModelActor:
                     raise decoder.error
                 if decoder.done:
                     return
-            decoder.finish()
+            tail = decoder.finish()  # chat: a stream with a finish_reason but no [DONE] completes here
+            if tail:
+                await send(list(tail))
             if decoder.error is not None:
                 raise decoder.error
 
@@ -183,11 +186,11 @@ async def _deliver(request: _Request, error: KernelError) -> None:
         pass
 
 
-def _new_decoder(wire: str) -> Any:
+def _new_decoder(wire: str, prompt: Prompt) -> Any:
     if wire == "chat":
         from ._chat import ChatStreamDecoder
 
-        return ChatStreamDecoder()
+        return ChatStreamDecoder.for_prompt(prompt)
     from ._responses import ResponsesStreamDecoder
 
     return ResponsesStreamDecoder()
@@ -251,7 +254,7 @@ class HttpModelClient:
         """Stream one response for ``prompt`` (see the class docstring). Checkpoints."""
         body = _encode_body(self.actor.settings, prompt)
         send, receive = trio.open_memory_channel[Sequence[ModelEvent] | KernelError](16)
-        request = _Request(body, send, trio.CancelScope())
+        request = _Request(body, _new_decoder(self.actor.settings.wire, prompt), send, trio.CancelScope())
         try:
             await self.actor._send.send(request)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
