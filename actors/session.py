@@ -1,0 +1,269 @@
+"""The session: wires the actors and exposes ``submit``, ``interrupt``, ``subscribe``, ``history``.
+
+::
+
+    async with open_session(model=ModelSettings(base_url=..., model=...), tools=registry,
+                            rollout="session.jsonl") as session:
+        async with session.subscribe() as events:
+            handle = await session.submit("list the files")
+            async for event in events:
+                ...                                   # TextDelta, ToolCallStarted, TurnCompleted...
+                if isinstance(event, TurnCompleted): break
+        outcome = await handle.result()               # TurnOutcome(status="completed", ...)
+
+One nursery holds everything the session starts — the ModelActor (unless a shared one is passed),
+the ToolActor, the HistoryActor and the turn runner; the Notifier needs no task. Leaving the
+``async with`` cancels the running turn (its calls in flight get aborted outputs, recorded before
+the history closes) and every actor: no task outlives the session.
+
+Turns run one at a time, in submission order. The session's host is :class:`kernel.TurnHost`: it
+shows "Reconnecting... n/max" and the fallback warning as events, records token usage and
+rate-limit snapshots, and marks the context full on ``ContextWindowExceeded``. Lifecycle events
+also go to the rollout.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from kernel.events import Event
+from kernel.items import Message, ResponseItem
+from kernel.prompt import PromptConfig, ToolConfig
+from kernel.stream import ModelClient, TokenUsage
+from kernel.turn import Turn, TurnHost, TurnOutcome
+
+from .history import HistoryClient, SessionMeta, open_history
+from .model import ModelActor, ModelSettings, open_model_actor
+from .notify import Notifier, Subscription
+from .tools import Tool, ToolActor, ToolRegistry, open_tool_actor
+
+__all__ = ["Session", "TurnHandle", "open_session"]
+
+
+@attrs.define(eq=False)
+class TurnHandle:
+    """A submitted turn. ``await handle.result()`` waits for its :class:`~kernel.TurnOutcome`."""
+
+    turn_id: str
+    input: list[ResponseItem]
+    _done: trio.Event = attrs.field(factory=trio.Event)
+    _turn: Turn | None = None
+    outcome: TurnOutcome | None = None
+    cancelled: bool = False
+
+    async def result(self) -> TurnOutcome:
+        """Wait for the turn to end and return its outcome. A turn dropped before it started
+        (the session closed first) ends ``aborted``."""
+        await self._done.wait()
+        assert self.outcome is not None
+        return self.outcome
+
+    @property
+    def done(self) -> bool:
+        """Whether the turn has ended."""
+        return self._done.is_set()
+
+    def interrupt(self) -> None:
+        """Interrupt this turn (running or still queued)."""
+        self.cancelled = True
+        if self._turn is not None:
+            self._turn.interrupt()
+
+
+class _SessionSink:
+    """The turn's event sink: every event to the notifier, lifecycle events also to the rollout."""
+
+    __slots__ = ("notifier", "history")
+
+    def __init__(self, notifier: Notifier, history: HistoryClient) -> None:
+        self.notifier = notifier
+        self.history = history
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        self.notifier.publish_nowait(events)
+        lifecycle = [e for e in events if e.lifecycle]
+        if lifecycle:
+            await self.history.record_events(lifecycle)
+
+
+class Session:
+    """A running session (made by :func:`open_session`; do not construct directly)."""
+
+    def __init__(
+        self,
+        *,
+        host: TurnHost[Any],
+        history: HistoryClient,
+        notifier: Notifier,
+        session_id: str,
+    ) -> None:
+        self.host = host
+        self._history = history
+        self.notifier = notifier
+        self.session_id = session_id
+        self._queue_send, self._queue_receive = trio.open_memory_channel[TurnHandle](float("inf"))
+        self._current: TurnHandle | None = None
+        self._closed = False
+
+    # --- public API ----------------------------------------------------------------------
+
+    async def submit(self, input: str | ResponseItem | Iterable[ResponseItem], *, turn_id: str | None = None) -> TurnHandle:
+        """Queue a turn; a string becomes a user message. Returns at once (checkpoints) with a
+        :class:`TurnHandle`. Raises :class:`trio.ClosedResourceError` after the session closed."""
+        if isinstance(input, str):
+            items: list[ResponseItem] = [Message.user(input)]
+        elif isinstance(input, Iterable) and not isinstance(input, (bytes, dict)):
+            items = list(input)
+        else:
+            items = [input]  # type: ignore[list-item]
+        if self._closed:
+            raise trio.ClosedResourceError("submit() on a closed session")
+        handle = TurnHandle(turn_id or f"turn-{uuid.uuid4().hex[:12]}", items)
+        self._queue_send.send_nowait(handle)
+        await trio.lowlevel.checkpoint()
+        return handle
+
+    async def run(self, input: str | ResponseItem | Iterable[ResponseItem]) -> TurnOutcome:
+        """``submit`` and wait for the outcome."""
+        handle = await self.submit(input)
+        return await handle.result()
+
+    def interrupt(self) -> None:
+        """Interrupt the running turn (calls in flight get aborted outputs). Queued turns stay
+        queued. Does nothing when idle."""
+        if self._current is not None:
+            self._current.interrupt()
+
+    def subscribe(self, *, max_buffer: int | None = None) -> Subscription:
+        """Events from now on: ``async with session.subscribe() as events: async for e in events``.
+        A slow subscriber never slows the turn (see :class:`actors.notify.Notifier`)."""
+        return self.notifier.subscribe(max_buffer=max_buffer)
+
+    async def history(self) -> list[ResponseItem]:
+        """The conversation so far (a copy)."""
+        return await self._history.items()
+
+    @property
+    def total_usage(self) -> TokenUsage:
+        """Token usage summed over the session's responses."""
+        return self.host.total_usage
+
+    @property
+    def context_full(self) -> bool:
+        """Set when the model reported the context window exceeded."""
+        return self.host.context_full
+
+    @property
+    def rollout(self) -> str | None:
+        """The rollout file's path, if any."""
+        path = self._history.rollout
+        return os.fspath(path) if path is not None else None
+
+    # --- the turn runner -----------------------------------------------------------------
+
+    async def _run_turns(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async with self._queue_receive:
+            async for handle in self._queue_receive:
+                turn = Turn(self.host, handle.input, turn_id=handle.turn_id)
+                handle._turn = turn
+                if handle.cancelled:
+                    turn.interrupt()
+                self._current = handle
+                try:
+                    handle.outcome = await turn.run()
+                finally:
+                    self._current = None
+                    handle.outcome = handle.outcome or turn.outcome
+                    handle._done.set()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._queue_send.close()
+        # turns never started end as aborted, so no one waits forever
+        while True:
+            try:
+                handle = self._queue_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            handle.outcome = TurnOutcome(handle.turn_id, "aborted")
+            handle._done.set()
+
+
+def _registry_of(tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None) -> ToolRegistry:
+    if isinstance(tools, ToolRegistry):
+        return tools
+    registry = ToolRegistry()
+    for t in tools or ():
+        registry.add(t)
+    return registry
+
+
+@asynccontextmanager
+async def open_session(
+    *,
+    model: ModelSettings | ModelActor | ModelClient,
+    tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
+    rollout: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    prompt_config: PromptConfig | None = None,
+    parallel_tool_calls: bool = True,
+    max_retries: int | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    max_buffer: int | None = None,
+) -> AsyncIterator[Session]:
+    """Start a session; everything it started is cancelled when the block exits.
+
+    ``model``: :class:`~actors.model.ModelSettings` (the session runs its own ModelActor), a
+    running :class:`~actors.model.ModelActor` (shared: one HTTP client for many sessions), or any
+    :class:`kernel.ModelClient`. ``tools``: a :class:`~actors.tools.ToolRegistry` or tools /
+    functions to register. ``rollout``: a JSONL file to write (``resume=True`` continues an
+    existing one, repairing dangling calls). ``max_retries`` defaults to the model settings'
+    ``stream_max_retries`` (5).
+    """
+    registry = _registry_of(tools)
+    settings = model.settings if isinstance(model, ModelActor) else model if isinstance(model, ModelSettings) else None
+    model_name = settings.model if settings is not None else getattr(model, "model", "")
+    meta = None if resume else SessionMeta.new(model=model_name, cwd=os.fspath(cwd) if cwd is not None else os.getcwd())
+    retries = max_retries if max_retries is not None else (settings.stream_max_retries if settings else 5)
+    notifier = Notifier() if max_buffer is None else Notifier(max_buffer=max_buffer)
+    async with trio.open_nursery() as nursery:
+        try:
+            if isinstance(model, ModelSettings):
+                actor = ModelActor(model)
+                await nursery.start(actor.run)
+                client: ModelClient = actor.client()
+            elif isinstance(model, ModelActor):
+                client = model.client()
+            else:
+                client = model
+            async with open_history(rollout=rollout, session_meta=meta, resume=resume) as history:
+                tool_actor = ToolActor(registry)
+                await nursery.start(tool_actor.run)
+                host: TurnHost[Any] = TurnHost(
+                    client,
+                    tool_actor,
+                    history,
+                    _SessionSink(notifier, history),
+                    prompt_config=prompt_config or PromptConfig(),
+                    tool_config=registry.tool_config(parallel_tool_calls=parallel_tool_calls) if len(registry) else ToolConfig(),
+                    max_retries=retries,
+                )
+                session = Session(host=host, history=history, notifier=notifier, session_id=history.meta.session_id)
+                async with trio.open_nursery() as turns:
+                    await turns.start(session._run_turns)
+                    try:
+                        yield session
+                    finally:
+                        session._close()
+                        turns.cancel_scope.cancel()
+        finally:
+            notifier.close()
+            nursery.cancel_scope.cancel()
