@@ -69,13 +69,13 @@ class SSEDecoder:
         return out
 
     def _normalize(self, chunk: bytes) -> bytes:
+        # ``_pending_cr``: the previous read ended with "\r", already taken as a line end; a
+        # "\n" opening this read is the second half of that "\r\n" and is dropped
         if self._pending_cr:
-            chunk = b"\r" + chunk
             self._pending_cr = False
-        if chunk.endswith(b"\r"):
-            # a "\r" at the end may be the first half of "\r\n": wait for the next read
-            chunk = chunk[:-1]
-            self._pending_cr = True
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+        self._pending_cr = chunk.endswith(b"\r")
         return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
     @staticmethod

@@ -894,24 +894,38 @@ class _SharedExclusiveLock:
         self._writer = False
         self._queue: collections.deque[_Waiter] = collections.deque()
 
-    async def acquire(self, exclusive: bool) -> None:
+    def enqueue(self, exclusive: bool) -> _Waiter:
+        """Take a place in line now (synchronously, so places follow arrival order, not the
+        random order in which Trio first runs the tasks): granted at once when possible."""
+        waiter = _Waiter(exclusive)
         if not self._queue and not self._writer and not (exclusive and self._readers):
             if exclusive:
                 self._writer = True
             else:
                 self._readers += 1
+            waiter.granted = True
+        else:
+            self._queue.append(waiter)
+        return waiter
+
+    async def wait(self, waiter: _Waiter) -> None:
+        """Wait until ``waiter`` is granted. Does not checkpoint when it already is. Cancelled
+        while queued: leaves the line (or gives the grant back)."""
+        if waiter.granted:
             return
-        waiter = _Waiter(exclusive)
-        self._queue.append(waiter)
         try:
             await waiter.event.wait()
-        except BaseException:  # cancelled while queued: leave the queue, or give back the grant
+        except BaseException:
             if waiter.granted:
-                self.release(exclusive)
+                self.release(waiter.exclusive)
             else:
                 self._queue.remove(waiter)
                 self._grant()
             raise
+
+    async def acquire(self, exclusive: bool) -> None:
+        """:meth:`enqueue` then :meth:`wait`."""
+        await self.wait(self.enqueue(exclusive))
 
     def release(self, exclusive: bool) -> None:
         if exclusive:
@@ -1035,13 +1049,14 @@ class ToolActor:
                 task_status.started()
                 start = nursery.start_soon
                 run_call = self._run_call
+                lock = self._lock
                 receive_nowait = receive.receive_nowait
                 while True:
                     try:
                         request = await receive.receive()
                     except trio.EndOfChannel:
                         break
-                    start(run_call, request)
+                    start(run_call, request, lock.enqueue(not request.tool.parallel))
                     # drain what else is queued without a schedule point per request: a turn
                     # sends its calls together, and every receive() is a full scheduler pass
                     while True:
@@ -1049,7 +1064,7 @@ class ToolActor:
                             request = receive_nowait()
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
-                        start(run_call, request)
+                        start(run_call, request, lock.enqueue(not request.tool.parallel))
         finally:
             self._stopped = True
             # Requests still queued were never started: answer them now. No checkpoint between
@@ -1146,14 +1161,14 @@ class ToolActor:
 
     # --- the call task --------------------------------------------------------------------
 
-    async def _run_call(self, request: _Request) -> None:
+    async def _run_call(self, request: _Request, place: _Waiter) -> None:
         tool = request.tool
-        exclusive = not tool.parallel
+        exclusive = place.exclusive
         lock = self._lock
         self.calls_started += 1
         try:
             with request.scope:
-                await lock.acquire(exclusive)
+                await lock.wait(place)
                 try:
                     payload = await tool.invoke(request.args, request.kwargs)
                 finally:

@@ -7,8 +7,9 @@ and :func:`item_to_wire` turns it back; the pair is lossless:
 * unknown fields of a known type are kept in the item's ``extra`` mapping and written back;
 * an optional field sent as an explicit ``null`` is kept as ``null``.
 
-Nested JSON values (message content, reasoning summaries, shell actions) are stored as decoded
-(lists and dicts, not copied): treat them as read-only.
+Top-level sequences (message content, reasoning summary/content, tool-search tools) are stored as
+tuples, so equality does not depend on where an item came from; values nested deeper are stored as
+decoded (lists and dicts, not copied): treat them as read-only.
 
 Input items (``ResponseInputItem``: function-call output, custom-tool-call output, MCP tool-call
 output, tool-search output, message) use the same classes and the same codec. A malformed object
@@ -53,6 +54,10 @@ __all__ = [
 ]
 
 _EMPTY: Final[Mapping[str, Any]] = {}
+
+
+def _opt_tuple(value: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    return None if value is None else tuple(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +147,7 @@ class Message:
     """``{"type": "message", "role", "content": [...], "id"?, "phase"?}``."""
 
     role: str
-    content: Sequence[Mapping[str, Any]]
+    content: Sequence[Mapping[str, Any]] = attrs.field(converter=tuple)
     id: str | None = None
     phase: str | None = None
     extra: Mapping[str, Any] = _EMPTY
@@ -171,8 +176,8 @@ class Reasoning:
     """``{"type": "reasoning", "id", "summary": [...], "content"?, "encrypted_content"?}``."""
 
     id: str | None = None
-    summary: Sequence[Mapping[str, Any]] = ()
-    content: Sequence[Mapping[str, Any]] | None = None
+    summary: Sequence[Mapping[str, Any]] = attrs.field(default=(), converter=tuple)
+    content: Sequence[Mapping[str, Any]] | None = attrs.field(default=None, converter=_opt_tuple)
     encrypted_content: str | None = None
     extra: Mapping[str, Any] = _EMPTY
 
@@ -250,7 +255,7 @@ class ToolSearchOutput:
     status: str
     execution: str
     call_id: str | None = None
-    tools: Sequence[Any] = ()
+    tools: Sequence[Any] = attrs.field(default=(), converter=tuple)
     extra: Mapping[str, Any] = _EMPTY
 
 
