@@ -86,12 +86,13 @@ def responses_request_body(
     ``reasoning_summary`` is ``None``). ``text`` is sent when ``verbosity`` is given or the
     prompt has an ``output_schema`` (``{"type": "json_schema", "name": "codex_output_schema",
     "schema": ..., "strict": prompt.output_schema_strict}``). ``store`` is always ``false`` and
-    ``stream`` always ``true``.
+    ``stream`` always ``true``. Input items are sent without their server-side ``id`` (as codex
+    does): with ``store: false`` the server keeps no items, so an id would point at nothing.
     """
     body: dict[str, Any] = {
         "model": model,
         "instructions": prompt.base_instructions,
-        "input": [item_to_wire(item) for item in prompt.formatted_input()],
+        "input": [_input_wire(item) for item in prompt.formatted_input()],
         "tools": [tool_to_wire(tool) for tool in prompt.tools],
         "tool_choice": "auto",
         "parallel_tool_calls": prompt.parallel_tool_calls,
@@ -121,6 +122,12 @@ def responses_request_body(
     if prompt_cache_key is not None:
         body["prompt_cache_key"] = prompt_cache_key
     return body
+
+
+def _input_wire(item: Any) -> dict[str, Any]:
+    wire = item_to_wire(item)
+    wire.pop("id", None)
+    return wire
 
 
 # ---------------------------------------------------------------------------------------------
