@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol, Union
 
 import attrs
 
+from ._deltas import TextDelta, ToolInputDelta
 from .items import ResponseInputItem, ResponseItem
 from .stream import RateLimitsSnapshot, TokenUsage
 
@@ -52,15 +53,6 @@ class TurnStarted:
 
 
 @attrs.frozen
-class TextDelta:
-    """Assistant text as it streams."""
-
-    item_id: str
-    delta: str
-    lifecycle: ClassVar[bool] = False
-
-
-@attrs.frozen
 class ReasoningDelta:
     """Reasoning text as it streams; ``kind`` is ``"summary"`` or ``"content"``;
     ``section_break`` marks the start of a new summary section (``delta`` is then empty)."""
@@ -69,15 +61,6 @@ class ReasoningDelta:
     delta: str
     kind: str = "summary"
     section_break: bool = False
-    lifecycle: ClassVar[bool] = False
-
-
-@attrs.frozen
-class ToolInputDelta:
-    """Tool-call arguments (or freeform input) as they stream."""
-
-    item_id: str
-    delta: str
     lifecycle: ClassVar[bool] = False
 
 

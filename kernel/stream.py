@@ -15,8 +15,17 @@ from typing import Any, Protocol, Union, runtime_checkable
 
 import attrs
 
+from ._deltas import TextDelta, ToolInputDelta
 from .items import ResponseItem
 from .prompt import Prompt
+
+OutputTextDelta = TextDelta
+"""``response.output_text.delta``: the same class as the UI event :class:`~kernel.TextDelta`, so
+the turn forwards a streamed delta without allocating another object (the per-event hot path)."""
+
+ToolCallInputDelta = ToolInputDelta
+"""``response.function_call_arguments.delta`` / ``response.custom_tool_call_input.delta``: the same
+class as the UI event :class:`~kernel.ToolInputDelta`."""
 
 __all__ = [
     "Created",
@@ -105,14 +114,6 @@ class OutputItemDone:
 
 
 @attrs.frozen
-class OutputTextDelta:
-    """``response.output_text.delta``."""
-
-    item_id: str
-    delta: str
-
-
-@attrs.frozen
 class ReasoningSummaryDelta:
     """``response.reasoning_summary_text.delta``."""
 
@@ -136,14 +137,6 @@ class ReasoningContentDelta:
     item_id: str
     delta: str
     content_index: int = 0
-
-
-@attrs.frozen
-class ToolCallInputDelta:
-    """``response.function_call_arguments.delta`` / ``response.custom_tool_call_input.delta``."""
-
-    item_id: str
-    delta: str
 
 
 @attrs.frozen

@@ -249,12 +249,12 @@ class TurnHost(Generic[CallT]):
                     for event in batch:
                         # hot path: deltas first, with exact-type checks
                         kind = type(event)
-                        if kind is OutputTextDelta:
-                            out.append(ev.TextDelta(event.item_id, event.delta))  # type: ignore[union-attr]
+                        if kind is OutputTextDelta:  # the same class as ev.TextDelta: forwarded
+                            out.append(event)
                         elif kind is OutputItemDone:
                             await self._on_item_done(event.item, tools, nursery, in_flight, state, out)  # type: ignore[union-attr]
-                        elif kind is ToolCallInputDelta:
-                            out.append(ev.ToolInputDelta(event.item_id, event.delta))  # type: ignore[union-attr]
+                        elif kind is ToolCallInputDelta:  # the same class as ev.ToolInputDelta
+                            out.append(event)
                         elif kind is ReasoningSummaryDelta:
                             out.append(ev.ReasoningDelta(event.item_id, event.delta, "summary"))  # type: ignore[union-attr]
                         elif kind is ReasoningContentDelta:

@@ -172,7 +172,7 @@ def test_reasoning_fixture() -> None:
         *["ReasoningSummaryDelta"] * 2,
         "OutputItemDone",
         "OutputItemAdded",
-        "OutputTextDelta",
+        "TextDelta",  # kernel.stream.OutputTextDelta is kernel.TextDelta
         "OutputItemDone",
         "Completed",
     ]
