@@ -1104,7 +1104,7 @@ class ToolActor:
             call = ToolInvocation(item.call_id, item.name, item.input, True, self.registry.get(item.name))
         else:
             return CompletedResponseItem.NonTool(item)  # type: ignore[return-value]
-        return CompletedResponseItem.ToolCall(item, call)  # type: ignore[return-value]
+        return CompletedResponseItem.ToolCall(item, call)
 
     async def execute_tool_call(self, call: ToolInvocation) -> ResponseInputItem:
         """Run ``call`` in the actor and return its output item. Always checkpoints.

@@ -18,7 +18,7 @@ raises :class:`~kernel.errors.WireFormatError` naming the type and the field; no
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Union
 
 import attrs
@@ -56,7 +56,11 @@ __all__ = [
 _EMPTY: Final[Mapping[str, Any]] = {}
 
 
-def _opt_tuple(value: Sequence[Any] | None) -> tuple[Any, ...] | None:
+def _to_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+def _opt_tuple(value: Iterable[Any] | None) -> tuple[Any, ...] | None:
     return None if value is None else tuple(value)
 
 
@@ -147,7 +151,7 @@ class Message:
     """``{"type": "message", "role", "content": [...], "id"?, "phase"?}``."""
 
     role: str
-    content: Sequence[Mapping[str, Any]] = attrs.field(converter=tuple)
+    content: Sequence[Mapping[str, Any]] = attrs.field(converter=_to_tuple)
     id: str | None = None
     phase: str | None = None
     extra: Mapping[str, Any] = _EMPTY
@@ -176,7 +180,7 @@ class Reasoning:
     """``{"type": "reasoning", "id", "summary": [...], "content"?, "encrypted_content"?}``."""
 
     id: str | None = None
-    summary: Sequence[Mapping[str, Any]] = attrs.field(default=(), converter=tuple)
+    summary: Sequence[Mapping[str, Any]] = attrs.field(default=(), converter=_to_tuple)
     content: Sequence[Mapping[str, Any]] | None = attrs.field(default=None, converter=_opt_tuple)
     encrypted_content: str | None = None
     extra: Mapping[str, Any] = _EMPTY
@@ -255,7 +259,7 @@ class ToolSearchOutput:
     status: str
     execution: str
     call_id: str | None = None
-    tools: Sequence[Any] = attrs.field(default=(), converter=tuple)
+    tools: Sequence[Any] = attrs.field(default=(), converter=_to_tuple)
     extra: Mapping[str, Any] = _EMPTY
 
 

@@ -30,6 +30,7 @@ __all__ = [
 RuntimeT = TypeVar("RuntimeT")
 ToolsT = TypeVar("ToolsT")
 ClientSessionT = TypeVar("ClientSessionT")
+ClientSessionT_contra = TypeVar("ClientSessionT_contra", contravariant=True)
 
 
 @attrs.define
@@ -52,7 +53,7 @@ class SamplingRequestResult:
     last_agent_message: str | None = None
 
 
-class SamplingHost(Protocol[ClientSessionT, RuntimeT, ToolsT]):
+class SamplingHost(Protocol[ClientSessionT_contra, RuntimeT, ToolsT]):
     """What a host plugs into :func:`run_sampling_request_loop` (the seed's ``SamplingLoopHost``).
 
     The host owns the concrete model transport, the tools, history and user-facing notices; the
@@ -70,7 +71,7 @@ class SamplingHost(Protocol[ClientSessionT, RuntimeT, ToolsT]):
         ...
 
     async def run_single_sampling_request(
-        self, runtime: RuntimeT, tools: ToolsT, client_session: ClientSessionT, prompt: Prompt
+        self, runtime: RuntimeT, tools: ToolsT, client_session: ClientSessionT_contra, prompt: Prompt
     ) -> SamplingRequestResult:
         """Stream one response for ``prompt`` and run its tool calls; raise a
         :class:`~kernel.errors.KernelError` on failure."""
@@ -80,7 +81,7 @@ class SamplingHost(Protocol[ClientSessionT, RuntimeT, ToolsT]):
         """Retry budget per transport."""
         ...
 
-    def try_switch_fallback_transport(self, client_session: ClientSessionT) -> bool:
+    def try_switch_fallback_transport(self, client_session: ClientSessionT_contra) -> bool:
         """Switch ``client_session`` to its fallback transport; ``False`` when there is none (or it
         is already in use)."""
         ...

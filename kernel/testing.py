@@ -102,7 +102,10 @@ def wire_items() -> Any:
     st = _st()
     ids = st.text(min_size=1, max_size=10)
     text = st.text(max_size=40)
-    opt = lambda s: st.none() | s  # noqa: E731
+
+    def opt(s: Any) -> Any:
+        return st.none() | s
+
     content = st.lists(
         st.fixed_dictionaries({"type": st.sampled_from(["input_text", "output_text"]), "text": text}),
         max_size=3,

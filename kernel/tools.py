@@ -11,7 +11,7 @@ the caller's Trio cancel scope and is cancelled with it (``trio.Cancelled`` prop
 
 from __future__ import annotations
 
-from typing import Generic, Protocol, TypeVar, Union, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, Union, runtime_checkable
 
 import attrs
 
@@ -92,7 +92,7 @@ class CompletedResponseItem(Generic[CallT_co]):
     item: ResponseItem
 
     NonTool: type[_NonTool]
-    ToolCall: type[_ToolCallVariant[ToolCall]]
+    ToolCall: type[_ToolCallVariant[Any]]
     ImmediateResponse: type[_ImmediateResponse]
 
 

@@ -250,11 +250,11 @@ class TurnHost(Generic[CallT]):
                         # hot path: deltas first, with exact-type checks
                         kind = type(event)
                         if kind is OutputTextDelta:  # the same class as ev.TextDelta: forwarded
-                            out.append(event)
+                            out.append(event)  # type: ignore[arg-type]
                         elif kind is OutputItemDone:
                             await self._on_item_done(event.item, tools, nursery, in_flight, state, out)  # type: ignore[union-attr]
                         elif kind is ToolCallInputDelta:  # the same class as ev.ToolInputDelta
-                            out.append(event)
+                            out.append(event)  # type: ignore[arg-type]
                         elif kind is ReasoningSummaryDelta:
                             out.append(ev.ReasoningDelta(event.item_id, event.delta, "summary"))  # type: ignore[union-attr]
                         elif kind is ReasoningContentDelta:
