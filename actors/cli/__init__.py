@@ -1,0 +1,305 @@
+"""The ``agent-kernel`` command line.
+
+::
+
+    agent-kernel exec ["task"]                 # the built-in demo: a scripted model, no key, no network
+    agent-kernel exec "task" --base-url URL --model NAME [--wire chat]   # a real endpoint ($OPENAI_API_KEY)
+    agent-kernel exec "task" --script FILE.json                          # a custom scripted model
+    agent-kernel exec ... --json               # one JSON event per line, then {"type": "summary", ...}
+    agent-kernel resume ROLLOUT "next task"    # continue a session from its rollout
+    agent-kernel history ROLLOUT [--json] [--full]
+    agent-kernel serve-scripted --port P --script FILE.json
+
+Exit status: 0 the turn completed, 1 it failed (or the command could not start), 2 bad usage,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Errors are one line on stderr, never a
+traceback (``AGENT_KERNEL_DEBUG=1`` shows one). The API key is read from the environment,
+removed from it (tools never inherit it), and scrubbed from everything the command writes.
+
+Layout: ``_run`` (exec / resume), ``_render`` (terminal and ``--json`` output), ``_approver``
+(the y/n approval prompt), ``_history`` (``history``), ``_demo`` (the demo script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ._render import Console
+
+__all__ = ["main", "build_parser"]
+
+_PROG = "agent-kernel"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("trio-agent-kernel")
+    except Exception:  # noqa: BLE001 — not installed as a distribution
+        return "unknown"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return value
+
+
+def _model_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group(
+        "model (default: the built-in demo, a scripted model served on 127.0.0.1: no key, no network)"
+    )
+    g.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")
+    g.add_argument("--model", metavar="NAME", help="the model name (with --base-url; alone: api.openai.com)")
+    g.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key (default: OPENAI_API_KEY)",
+    )
+    g.add_argument(
+        "--wire",
+        choices=("responses", "chat"),
+        default="responses",
+        help="Responses API (default) or Chat Completions (vLLM, Ollama, llama.cpp, LM Studio…)",
+    )
+    g.add_argument("--script", metavar="FILE", help="run a scripted model from a JSON script (see actors.scripted)")
+    g.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=300.0,
+        help="seconds without a byte before the stream counts as broken (default: 300)",
+    )
+    g.add_argument(
+        "--max-retries",
+        metavar="N",
+        type=_non_negative_int,
+        default=5,
+        help="retries of a failed model request (default: 5)",
+    )
+    return p
+
+
+def _run_options(*, rollout: bool) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--cwd",
+        metavar="DIR",
+        help="workspace root for the tools (default: the current directory; the demo: a new temporary directory)",
+    )
+    g.add_argument(
+        "--approval",
+        choices=("never", "on-request", "untrusted"),
+        default="on-request",
+        help="when to ask before running commands and patches (default: on-request)",
+    )
+    if rollout:
+        g.add_argument(
+            "--rollout",
+            metavar="PATH",
+            help="write the session's JSONL rollout here (default: $XDG_DATA_HOME/agent-kernel/rollouts/)",
+        )
+    g.add_argument("--json", action="store_true", help="print one JSON object per event (and a summary) on stdout")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``agent-kernel`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Run LLM agent tasks on trio-agent-kernel: streaming, tool calls (shell, apply_patch), "
+        "retries, approvals, resumable JSONL rollouts.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "exec",
+        parents=[_model_options(), _run_options(rollout=True)],
+        help="run one task to completion",
+        description="Run one task to completion, streaming to the terminal. Without model flags: the built-in "
+        "demo in a new temporary workspace.",
+    )
+    p.add_argument("task", nargs="?", help="the task ('-' reads it from stdin; optional for the demo)")
+    p.set_defaults(func=_cmd_exec)
+
+    p = sub.add_parser(
+        "resume",
+        parents=[_model_options(), _run_options(rollout=False)],
+        help="continue a session from its rollout",
+        description="Continue a session from its rollout with a new task (appends to the same rollout). The "
+        "workspace defaults to the one the rollout records.",
+    )
+    p.add_argument("rollout_path", metavar="ROLLOUT", help="the rollout (.jsonl) to continue")
+    p.add_argument("task", help="the next task ('-' reads it from stdin)")
+    p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("history", help="print a rollout", description="Print a rollout: header, items, turn events.")
+    p.add_argument("rollout_path", metavar="ROLLOUT")
+    p.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    p.add_argument("--full", action="store_true", help="do not shorten tool outputs and patches")
+    p.set_defaults(func=_cmd_history)
+
+    p = sub.add_parser(
+        "serve-scripted",
+        help="run the scripted model server in the foreground",
+        description="Serve a scripted model (Responses and Chat Completions streaming) until Ctrl-C. Prints "
+        "'listening on http://HOST:PORT' once bound.",
+    )
+    p.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--script", metavar="FILE", help="JSON script (default: every request gets 'Done.')")
+    p.set_defaults(func=_cmd_serve_scripted)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_task(text: str | None) -> str | None:
+    if text == "-":
+        return sys.stdin.read().strip()
+    return text
+
+
+def _start(args: Any, console: Console, task: str, resume_from: Path | None) -> int:
+    import trio
+
+    from ._run import run_task
+
+    return trio.run(functools.partial(run_task, args, console, task, resume_from))
+
+
+def _cmd_exec(args: Any, console: Console) -> int:
+    from ._demo import DEMO_TASK
+    from ._run import CliError
+
+    task = _read_task(args.task)
+    if not task:
+        if args.base_url or args.model or args.script:
+            raise CliError("exec needs a task: agent-kernel exec \"...\"", status=2)
+        task = DEMO_TASK
+    return _start(args, console, task, None)
+
+
+def _cmd_resume(args: Any, console: Console) -> int:
+    from ._run import CliError
+
+    path = Path(args.rollout_path).expanduser().absolute()
+    if not path.is_file():
+        raise CliError(f"{args.rollout_path}: no such rollout file", status=2)
+    task = _read_task(args.task)
+    if not task:
+        raise CliError("resume needs a task: agent-kernel resume ROLLOUT \"...\"", status=2)
+    return _start(args, console, task, path)
+
+
+def _cmd_history(args: Any, console: Console) -> int:
+    from ._history import print_history
+
+    print_history(args.rollout_path, console, as_json=args.json, full=args.full)
+    return 0
+
+
+def _cmd_serve_scripted(args: Any, console: Console) -> int:
+    from actors.scripted.__main__ import main as serve
+
+    argv = ["--port", str(args.port), "--host", args.host]
+    if args.script:
+        argv += ["--script", args.script]
+    return serve(argv)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe_error(exc: BaseException) -> tuple[str, int]:
+    from actors.history import RolloutError
+    from actors.scripted import ScriptError
+    from kernel import KernelError
+
+    from ._history import HistoryFileError
+    from ._run import CliError
+
+    exc = _leaf(exc)
+    if isinstance(exc, CliError):
+        return str(exc), exc.status
+    if isinstance(exc, (RolloutError, HistoryFileError, ScriptError, KernelError)):
+        return str(exc), 1
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}", 1
+    if isinstance(exc, BaseExceptionGroup):
+        first = _describe_error(exc.exceptions[0])[0]
+        return f"{first} (and {len(exc.exceptions) - 1} more errors)", 1
+    return f"unexpected {type(exc).__name__}: {exc} (AGENT_KERNEL_DEBUG=1 shows the traceback)", 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):
+                pass
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    console = Console(sys.stdout, sys.stderr)
+    try:
+        status: int = args.func(args, console)
+        return status
+    except KeyboardInterrupt:
+        console.error(f"{_PROG}: interrupted")
+        return 130
+    except BaseException as exc:  # noqa: BLE001 — a one-line message, never a traceback
+        leaf = _leaf(exc)
+        if isinstance(leaf, KeyboardInterrupt):
+            console.error(f"{_PROG}: interrupted")
+            return 130
+        if isinstance(leaf, SystemExit):
+            raise
+        if os.environ.get("AGENT_KERNEL_DEBUG"):
+            for line in traceback.format_exception(exc):
+                console.error(line.rstrip("\n"))
+        message, status = _describe_error(exc)
+        console.error(f"{_PROG}: error: {message}")
+        return status
