@@ -3,10 +3,20 @@
 Each actor owns its state in one Trio task and is started by a nursery (``open_*`` context
 managers): ``model`` (the HTTP ModelActor: Responses or Chat Completions streaming), ``tools``
 (the ToolActor and the ``@tool`` registry), ``history`` (the ordered log and the JSONL rollout),
-``notify`` (fan-out of events to subscribers) and ``session`` (wires them: ``open_session``).
+``notify`` (fan-out of events to subscribers) and ``session`` (wires them: ``open_session``);
+``approvals`` (when to ask before a command or patch) and ``builtin`` (the ``shell`` and
+``apply_patch`` tools); ``cli`` is the ``agent-kernel`` command line.
 ``actors.scripted`` is the scripted model server. This file re-exports every public name once.
 """
 
+from .approvals import (
+    ApprovalPolicy as ApprovalPolicy,
+    ApprovalRequest as ApprovalRequest,
+    Approvals as Approvals,
+    Approver as Approver,
+    is_read_only_command as is_read_only_command,
+)
+from .builtin import builtin_tools as builtin_tools
 from .history import (
     HistoryActor as HistoryActor,
     HistoryClient as HistoryClient,
