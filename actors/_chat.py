@@ -62,6 +62,7 @@ from kernel.stream import (
     ToolCallInputDelta,
 )
 
+from ._http_errors import redact
 from ._sse import SSEDecoder, SSEOverflow
 
 __all__ = [
@@ -121,8 +122,9 @@ def _json_text(value: Any) -> str:
 
 
 def _excerpt(data: bytes, limit: int = 120) -> str:
-    text = data[:limit].decode("utf-8", "replace")
-    return repr(text + ("..." if len(data) > limit else ""))
+    # redacted before it is cut, so a key straddling the cut is still found whole
+    text = redact(data[: limit * 4].decode("utf-8", "replace"))
+    return repr(text[:limit] + ("..." if len(text) > limit or len(data) > limit * 4 else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +184,7 @@ def chat_error(error: Any, *, status: int | None = None) -> KernelError:
             status = code
     elif isinstance(code, str) and code.isdigit() and status is None:
         status = int(code)
+    message = redact(message)  # server text: never echo a key it quotes back
     if len(message) > _MAX_MESSAGE_CHARS:
         message = message[:_MAX_MESSAGE_CHARS] + "... (truncated)"
     keys = {k.lower() for k in (code, kind) if isinstance(k, str)}
@@ -425,7 +428,7 @@ class ChatStreamDecoder:
         try:
             obj = _ANY_DECODER.decode(data)
         except msgspec.DecodeError:
-            return StreamError(f"model server error: {data[:500].decode('utf-8', 'replace')}")
+            return StreamError(f"model server error: {redact(data[:2000].decode('utf-8', 'replace'))[:500]}")
         if isinstance(obj, dict) and obj.get("error") is not None:
             obj = obj["error"]
         return chat_error(obj)

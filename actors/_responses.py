@@ -56,6 +56,7 @@ __all__ = [
     "error_from_failure",
     "OUTPUT_SCHEMA_NAME",
     "STREAM_CLOSED_MESSAGE",
+    "MAX_ITEM_DEPTH",
 ]
 
 OUTPUT_SCHEMA_NAME: Final = "codex_output_schema"
@@ -264,9 +265,37 @@ def _on_created(ev: _Event, t: str, data: bytes) -> ModelEvent:
     return Created(_opt_str(response.get("id")) if response is not None else None)
 
 
-def _on_item_added(ev: _Event, t: str, data: bytes) -> ModelEvent:
+MAX_ITEM_DEPTH: Final = 128
+"""Deepest nesting of JSON arrays/objects accepted in a streamed output item. msgspec decodes up
+to ~1000 levels whatever the call stack, but the JSON encoders that write the item to the rollout
+and send it back in the next request recurse on the Python stack and fail near 1000 levels minus
+the caller's depth: an item the decoder accepted could then crash the session with a raw
+``RecursionError``. Real items nest a handful of levels."""
+
+
+def _too_deep(value: Any, limit: int = MAX_ITEM_DEPTH) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _checked_item(ev: _Event, t: str) -> dict[str, Any]:
     item = _object_field(ev, "item", t, required=True)
     assert item is not None
+    if _too_deep(item):
+        raise _stream_error(t, f"the item is nested deeper than {MAX_ITEM_DEPTH} levels")
+    return item
+
+
+def _on_item_added(ev: _Event, t: str, data: bytes) -> ModelEvent:
+    item = _checked_item(ev, t)
     try:
         return OutputItemAdded(item_from_wire(item))
     except WireFormatError:
@@ -275,8 +304,7 @@ def _on_item_added(ev: _Event, t: str, data: bytes) -> ModelEvent:
 
 
 def _on_item_done(ev: _Event, t: str, data: bytes) -> ModelEvent:
-    item = _object_field(ev, "item", t, required=True)
-    assert item is not None
+    item = _checked_item(ev, t)
     try:
         return OutputItemDone(item_from_wire(item))
     except WireFormatError as exc:

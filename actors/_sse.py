@@ -31,24 +31,41 @@ class SSEDecoder:
     __slots__ = ("_buf", "_pending_cr", "max_event_bytes")
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
-        self._buf = b""
+        self._buf: bytes | bytearray = b""
         self._pending_cr = False
         self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
-        """Add ``chunk``; return the events it completed (possibly none)."""
+        """Add ``chunk``; return the events it completed (possibly none).
+
+        Linear in the bytes fed, however the stream is split: an incomplete event is kept in a
+        ``bytearray`` that grows in place, and only the new bytes are searched for a boundary
+        (the pending ones hold none). Re-joining and re-scanning the whole pending event on
+        every read made a long line arriving in small reads quadratic — tens of seconds of CPU,
+        blocking the event loop, before the size limit was reached."""
+        if not chunk:  # an empty read changes nothing (it must not end a pending "\r\n")
+            return []
         if b"\r" in chunk or self._pending_cr:
             chunk = self._normalize(chunk)
-        buf = self._buf + chunk if self._buf else chunk
-        end = buf.rfind(b"\n\n")
-        if end < 0:
-            if len(buf) > self.max_event_bytes:
-                self._buf = b""
-                raise SSEOverflow(
-                    f"SSE event exceeds {self.max_event_bytes} bytes without a blank line"
-                )
-            self._buf = buf
-            return []
+        pending = self._buf
+        if pending:
+            if type(pending) is not bytearray:
+                pending = bytearray(pending)
+            searched = len(pending) - 1  # a boundary may start on the last pending byte
+            pending += chunk
+            end = pending.rfind(b"\n\n", searched)
+            if end < 0:
+                self._buf = pending
+                self._check_size(len(pending))
+                return []
+            buf = bytes(pending)
+        else:
+            buf = chunk
+            end = buf.rfind(b"\n\n")
+            if end < 0:
+                self._buf = buf
+                self._check_size(len(buf))
+                return []
         self._buf = buf[end + 2 :]
         out: list[tuple[str | None, bytes]] = []
         for block in buf[:end].split(b"\n\n"):
@@ -67,6 +84,11 @@ class SSEDecoder:
             if event is not None:
                 out.append(event)
         return out
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_event_bytes:
+            self._buf = b""
+            raise SSEOverflow(f"SSE event exceeds {self.max_event_bytes} bytes without a blank line")
 
     def _normalize(self, chunk: bytes) -> bytes:
         # ``_pending_cr``: the previous read ended with "\r", already taken as a line end; a

@@ -18,8 +18,10 @@ Wires: ``"responses"`` (``POST {base_url}/responses``, default) and ``"chat"``
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -34,7 +36,7 @@ from kernel.stream import ModelEvent
 
 from ._http_errors import error_from_http, rate_limits_from_headers, redact
 
-__all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "open_model_actor"]
+__all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "open_model_actor", "default_ssl_context"]
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -113,7 +115,7 @@ class ModelActor:
             http = self._given_client
             owns = False
         else:
-            http = httpx.AsyncClient(timeout=timeout, limits=limits)
+            http = httpx.AsyncClient(timeout=timeout, limits=limits, verify=default_ssl_context())
             owns = True
         try:
             async with trio.open_nursery() as nursery:
@@ -177,6 +179,15 @@ class ModelActor:
                 await send(list(tail))
             if decoder.error is not None:
                 raise decoder.error
+
+
+@functools.cache
+def default_ssl_context() -> ssl.SSLContext:
+    """The TLS context every :class:`ModelActor` that builds its own client uses: httpx's
+    default (certifi roots, ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured), built once per
+    process. Loading the CA bundle costs ~50-150 ms of CPU and a few hundred KiB, so building
+    one per actor made every session open pay for it (SSLContext is safe to share)."""
+    return httpx.create_ssl_context()
 
 
 async def _deliver(request: _Request, error: KernelError) -> None:

@@ -16,14 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -34,33 +28,9 @@ from actors.session import open_session
 from kernel import Message, TurnCompleted, TurnFailed
 from kernel.events import TextDelta
 
+from .harness import scripted_server_process, streaming_script
 
-@contextmanager
-def scripted_server_process(script: dict[str, Any]) -> Iterator[str]:
-    """Run ``python -m actors.scripted`` on a free loopback port; yield its base URL."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(script, f)
-        path = f.name
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.scripted", "--port", "0", "--script", path],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"scripted server did not start: {line!r}")
-        yield line.removeprefix("listening on ").rstrip("/") + "/v1"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        os.unlink(path)
-
-
-def streaming_script(deltas: int, chunk: int = 4) -> dict[str, Any]:
-    """One reply of ``deltas`` text deltas of ``chunk`` characters, served again and again."""
-    return {"cycle": True, "replies": [{"items": [{"type": "text", "text": "abcd" * (deltas * chunk // 4), "chunk_size": chunk}]}]}
+__all__ = ["floor_run", "kernel_run", "measure", "main", "scripted_server_process", "streaming_script"]
 
 
 async def floor_run(base_url: str) -> tuple[float, int]:
@@ -95,7 +65,8 @@ async def kernel_run(base_url: str) -> tuple[float, int]:
 
 def measure(deltas: int, runs: int) -> dict[str, Any]:
     """Run both clients ``runs`` times, interleaved, against one server process."""
-    with scripted_server_process(streaming_script(deltas)) as base_url:
+    with scripted_server_process(streaming_script(deltas)) as server:
+        base_url = server.base_url
         floor: list[float] = []
         kernel: list[float] = []
         sse_events = 0

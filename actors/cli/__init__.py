@@ -9,6 +9,7 @@
     agent-kernel resume ROLLOUT "next task"    # continue a session from its rollout
     agent-kernel history ROLLOUT [--json] [--full]
     agent-kernel serve-scripted --port P --script FILE.json
+    agent-kernel batch TASKS.jsonl --out DIR [--concurrency N] [--rpm R] [--tpm T] [--ray [ADDRESS]]
 
 Exit status: 0 the turn completed, 1 it failed (or the command could not start), 2 bad usage,
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Errors are one line on stderr, never a
@@ -16,7 +17,8 @@ traceback (``AGENT_KERNEL_DEBUG=1`` shows one). The API key is read from the env
 removed from it (tools never inherit it), and scrubbed from everything the command writes.
 
 Layout: ``_run`` (exec / resume), ``_render`` (terminal and ``--json`` output), ``_approver``
-(the y/n approval prompt), ``_history`` (``history``), ``_demo`` (the demo script).
+(the y/n approval prompt), ``_history`` (``history``), ``_demo`` (the demo script), ``_batch``
+(``batch``; its own exit statuses are in its docstring).
 """
 
 from __future__ import annotations
@@ -164,6 +166,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_history)
 
     p = sub.add_parser(
+        "batch",
+        parents=[_model_options()],
+        help="run a JSONL file of tasks, many sessions at once, one result record per task",
+        description="Run every task of a JSONL file (one turn of a fresh session each), CONCURRENCY at a time, "
+        "recording one result per task in DIR/results.jsonl and each session's rollout in DIR/rollouts/. Run it "
+        "again on the same DIR to finish an interrupted batch: recorded tasks are skipped. Without model flags: "
+        "the built-in batch demo model (and without TASKS, demo tasks).",
+    )
+    p.add_argument("tasks", nargs="?", metavar="TASKS.jsonl", help="the tasks, one JSON object per line ('-': stdin)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (results.jsonl, rollouts/, workspaces/)")
+    p.add_argument("--concurrency", type=int, default=16, metavar="N", help="sessions at once (default: 16)")
+    p.add_argument("--rpm", type=_positive_float, metavar="R", help="at most R model requests per minute (all sessions)")
+    p.add_argument("--tpm", type=_positive_float, metavar="T", help="at most T tokens per minute (all sessions)")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on a Ray cluster (default address: RAY_ADDRESS or a local cluster); needs the ray extra",
+    )
+    p.add_argument("--json", action="store_true", help="print progress events and the summary as JSON lines")
+    p.add_argument(
+        "--demo-tasks",
+        type=_non_negative_int,
+        default=200,
+        metavar="N",
+        help="without TASKS and model flags: how many made-up tasks the demo runs (default: 200)",
+    )
+    p.set_defaults(func=_cmd_batch)
+
+    p = sub.add_parser(
         "serve-scripted",
         help="run the scripted model server in the foreground",
         description="Serve a scripted model (Responses and Chat Completions streaming) until Ctrl-C. Prints "
@@ -224,6 +257,14 @@ def _cmd_history(args: Any, console: Console) -> int:
 
     print_history(args.rollout_path, console, as_json=args.json, full=args.full)
     return 0
+
+
+def _cmd_batch(args: Any, console: Console) -> int:
+    import trio
+
+    from ._batch import run_batch_command
+
+    return trio.run(run_batch_command, args, console)
 
 
 def _cmd_serve_scripted(args: Any, console: Console) -> int:
