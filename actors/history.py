@@ -666,6 +666,9 @@ class HistoryActor:
         try:
             await self._open()
             task_status.started(HistoryClient(send, self.meta, self.rollout))
+            # cancelled while opening (the starter gave up, so no one will ever call aclose):
+            # stop here rather than serve, shielded, forever
+            await trio.lowlevel.checkpoint_if_cancelled()
             with trio.CancelScope(shield=until_closed):
                 await self._serve(receive)
         finally:

@@ -173,6 +173,7 @@ class ModelActor:
                 if decoder.error is not None:
                     raise decoder.error
                 if decoder.done:
+                    await _drain_for_reuse(chunks)
                     return
             tail = decoder.finish()  # chat: a stream with a finish_reason but no [DONE] completes here
             if tail:
@@ -188,6 +189,19 @@ def default_ssl_context() -> ssl.SSLContext:
     process. Loading the CA bundle costs ~50-150 ms of CPU and a few hundred KiB, so building
     one per actor made every session open pay for it (SSLContext is safe to share)."""
     return httpx.create_ssl_context()
+
+
+async def _drain_for_reuse(chunks: AsyncIterator[bytes]) -> None:
+    """Read what is left of a completed response (normally just the chunked-encoding trailer) so
+    httpx returns the connection to the pool instead of closing it: without this every request
+    paid a new TCP (and TLS) handshake. Shielded from the session's cancel (it leaves as soon as
+    it has the completion) and capped at 0.5 s."""
+    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+        try:
+            async for _ in chunks:
+                pass
+        except httpx.HTTPError:
+            pass  # the connection is closed instead; the response was already complete
 
 
 async def _deliver(request: _Request, error: KernelError) -> None:

@@ -568,3 +568,25 @@ def test_any_items_round_trip(batches: list[list[dict[str, Any]]], success: bool
             resumed = resume(path)
     assert keys(resumed.recorded) == keys(in_memory)
     assert keys(resumed.items) == keys(repair(in_memory)[0])
+
+
+def test_cancelled_while_opening_does_not_hang(tmp_path: Path) -> None:
+    # regression: cancelled while the rollout file was being created (in a worker thread), the
+    # actor — serving shielded with until_closed=True — waited forever for an aclose() no one
+    # could call. Run in a subprocess so a regression fails on the timeout instead of hanging.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import os, trio
+        from actors.history import open_history
+        async def main():
+            for i in range(200):
+                with trio.move_on_after(0.0002 * (i % 10)):
+                    async with open_history(rollout=os.path.join({str(tmp_path)!r}, f"r{{i}}.jsonl")):
+                        await trio.sleep_forever()
+        trio.run(main)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

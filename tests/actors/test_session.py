@@ -372,3 +372,12 @@ async def test_leaving_the_session_cancels_everything(autojump_clock: trio.testi
     assert (await handle.result()).status == "aborted"
     assert (await queued.result()).status == "aborted"
     assert trio.current_time() < 10
+
+
+async def test_sequential_requests_reuse_one_connection(autojump_clock: trio.testing.MockClock) -> None:
+    script = Script([Reply(items=[Text("again", chunk_size=2)])], cycle=True)
+    async with running(script) as (server, session):
+        for _ in range(4):
+            assert (await session.run("x")).status == "completed"
+    assert len(server.requests) == 4
+    assert server.connections_opened == 1  # the completed body is drained, so httpx keeps the connection
