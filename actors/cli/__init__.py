@@ -206,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--script", metavar="FILE", help="JSON script (default: every request gets 'Done.')")
     p.set_defaults(func=_cmd_serve_scripted)
+
+    p = sub.add_parser(
+        "bench",
+        help="run the benchmark harness (python -m benchmarks)",
+        description="Run every benchmark scenario against the scripted server and write results.json, "
+        "report.md and report.png. Every argument after 'bench' goes to the harness (bench --help).",
+    )
     return parser
 
 
@@ -319,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
                 reconfigure(errors="replace")
             except (ValueError, OSError):
                 pass
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw[:1] == ["bench"]:  # everything after "bench" belongs to the harness's own parser
+        from benchmarks.__main__ import main as bench
+
+        return bench(raw[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
