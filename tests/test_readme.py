@@ -25,6 +25,6 @@ def test_embedding_example_runs_offline() -> None:
 def test_readme_test_command_is_the_ci_command() -> None:
     blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
     test_command = blocks[1].strip()
-    assert test_command == "pip install -e '.[test]' && python -m pytest"
+    assert test_command == "pip install -e '.[test,ray]' && python -m pytest"
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
     assert blocks[0].strip().startswith("python3 -m venv .venv && . .venv/bin/activate && pip install -e . && agent-kernel exec")
