@@ -19,6 +19,7 @@ Measurement rules (the issue's):
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import queue
@@ -59,8 +60,8 @@ __all__ = [
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("streaming", "tool_turn", "concurrency", "idle")
 PACKAGES = (
-    "trio-agent-kernel", "trio", "attrs", "httpx", "h11", "msgspec",
-    "openai", "openai-agents", "pydantic-ai-slim", "pydantic", "httpx2", "matplotlib", "psutil",
+    "trio-agent-kernel", "trio", "attrs", "httpx", "httpcore", "h11", "msgspec",
+    "openai", "openai-agents", "pydantic-ai-slim", "pydantic", "httpx2", "matplotlib",
 )
 
 Log = Callable[[str], None]
@@ -79,6 +80,9 @@ class Config:
     tool_turns: int
     levels: tuple[int, ...]
     concurrency_deltas: int
+    concurrency_min_events: int
+    """A level's run repeats its batch of N sessions until it has streamed this many events (a
+    run of a few sessions is too short to time on a shared machine)."""
     peer_levels: tuple[int, ...]
     """Concurrency levels the peers (openai SDK, Agents SDK, pydantic-ai) run at (optional)."""
     idle_sessions: int
@@ -90,11 +94,11 @@ class Config:
 
 FULL = Config(
     quick=False, runs=5, stream_deltas=20_000, tool_turns=200, levels=(1, 10, 100, 1000),
-    concurrency_deltas=500, peer_levels=(1, 10, 100), idle_sessions=10_000, timeout=900.0,
+    concurrency_deltas=500, concurrency_min_events=20_000, peer_levels=(1, 10, 100), idle_sessions=10_000, timeout=900.0,
 )
 QUICK = Config(
     quick=True, runs=3, stream_deltas=2_000, tool_turns=20, levels=(1, 10, 50),
-    concurrency_deltas=500, peer_levels=(), idle_sessions=500, timeout=120.0,
+    concurrency_deltas=500, concurrency_min_events=5_000, peer_levels=(), idle_sessions=500, timeout=120.0,
 )
 
 
@@ -536,14 +540,18 @@ def scenario_concurrency(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     with scripted_server_process(script) as server:
         for level in cfg.levels:
             here = [s for s in systems if s.name in ("kernel", "floor") or level in cfg.peer_levels]
-            log(f"  concurrency: {level} sessions × {cfg.concurrency_deltas} deltas × {cfg.runs} runs: {', '.join(s.name for s in here)}")
-            runs = run_fresh([(s, server, {"sessions": level}) for s in here], "concurrency", cfg.runs, cfg, log)
+            batches = max(1, math.ceil(cfg.concurrency_min_events / (level * n_events)))
+            log(f"  concurrency: {level} sessions × {cfg.concurrency_deltas} deltas"
+                f"{f' × {batches} batches' if batches > 1 else ''} × {cfg.runs} runs: {', '.join(s.name for s in here)}")
+            params = {"sessions": level, "batches": batches}
+            runs = run_fresh([(s, server, params) for s in here], "concurrency", cfg.runs, cfg, log)
             for name, r in runs.items():
-                entry: dict[str, Any] = {"status": r.status}
+                entry: dict[str, Any] = {"status": r.status, "batches": batches}
                 results[name].setdefault("versions", r.ready.get("versions", {}))
                 if r.status == "ok":
-                    entry["events_per_s"] = stats([level * n_events / s["wall_s"] for s in r.samples])
-                    entry["cpu_us_per_event"] = stats([s["cpu_s"] / (level * n_events) for s in r.samples], 1e6)
+                    events = level * n_events * batches
+                    entry["events_per_s"] = stats([events / s["wall_s"] for s in r.samples])
+                    entry["cpu_us_per_event"] = stats([s["cpu_s"] / events for s in r.samples], 1e6)
                     entry["ttft_p50_ms"] = stats([s["ttft_p50_s"] for s in r.samples], 1e3)
                     entry["ttft_p99_ms"] = stats([s["ttft_p99_s"] for s in r.samples], 1e3)
                     entry["peak_rss_mib"] = stats([s["peak_rss"] for s in r.samples], 1 / 2**20)
@@ -562,7 +570,7 @@ def scenario_concurrency(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     ratios = {f"kernel_{top}_to_10": _ratio(tput.get(top), tput.get("10")) if "10" in tput else None}
     return {
         "params": {"levels": list(cfg.levels), "peer_levels": list(cfg.peer_levels), "deltas": cfg.concurrency_deltas,
-                   "sse_events_per_session": n_events, "runs": cfg.runs},
+                   "sse_events_per_session": n_events, "min_events_per_run": cfg.concurrency_min_events, "runs": cfg.runs},
         "results": results, "ratios": ratios, "load_avg": {"start": load0, "end": _load()},
     }
 
@@ -673,7 +681,7 @@ def environment() -> dict[str, Any]:
             ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError, AttributeError):
             ram = None
-    packages = {}
+    packages: dict[str, str | None] = {}
     for d in PACKAGES:
         try:
             packages[d] = metadata.version(d)

@@ -114,13 +114,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def concurrency_result(
-    n: int, cpu_s: float, wall_s: float, ttfts: list[float], rss_before: int, **extra: Any
+    n: int, cpu_s: float, wall_s: float, ttfts: list[float], rss_before: int, *, batches: int = 1, **extra: Any
 ) -> dict[str, Any]:
-    """The concurrency scenario's figures for one run (``ttfts`` in seconds, one per session)."""
-    if len(ttfts) != n:
-        raise RuntimeError(f"{n - len(ttfts)} of {n} sessions saw no text")
+    """The concurrency scenario's figures for one run of ``batches`` batches of ``n`` sessions at
+    once (``cpu_s`` and ``wall_s`` summed over the batches; ``ttfts`` in seconds, one per
+    session, each from its batch's start)."""
+    if len(ttfts) != n * batches:
+        raise RuntimeError(f"{n * batches - len(ttfts)} of {n * batches} sessions saw no text")
     return {
-        "sessions": n, "cpu_s": cpu_s, "wall_s": wall_s,
+        "sessions": n, "batches": batches, "cpu_s": cpu_s, "wall_s": wall_s,
         "ttft_p50_s": percentile(ttfts, 0.5), "ttft_p99_s": percentile(ttfts, 0.99), "ttft_max_s": max(ttfts),
         "rss_before": rss_before, "peak_rss": peak_rss(), **extra,
     }
@@ -132,7 +134,7 @@ def warmed(run: Callable[[dict[str, Any], int], dict[str, Any]]) -> Scenario:
     harness starts a fresh process for every measured run, so the peak RSS is this run's own."""
 
     def scenario(params: dict[str, Any]) -> dict[str, Any]:
-        run(params, 1)
+        run({**params, "batches": 1}, 1)
         return run(params, int(params["sessions"]))
 
     return scenario

@@ -93,21 +93,24 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
+    batches = int(params.get("batches", 1))
 
     async def main() -> dict[str, Any]:
         agent, client = _agent(params)
+        ttfts: list[float] = []
+        used = wall = 0.0
         try:
             base = baseline_rss()
-            c0, t0 = cpu(), time.perf_counter()
-            out = await asyncio.gather(*(_run(agent, t0) for _ in range(n)))
-            wall, used = time.perf_counter() - t0, cpu() - c0
-            ttfts = [o[2] if o[2] is not None else float("nan") for o in out]
-            return concurrency_result(n, used, wall, ttfts, base)
+            for _ in range(batches):
+                c0, t0 = cpu(), time.perf_counter()
+                out = await asyncio.gather(*(_run(agent, t0) for _ in range(n)))
+                wall, used = wall + time.perf_counter() - t0, used + cpu() - c0
+                ttfts += [o[2] if o[2] is not None else float("nan") for o in out]
+            return concurrency_result(n, used, wall, ttfts, base, batches=batches)
         finally:
             await client.close()
 
     return asyncio.run(main())
-
 
 
 concurrency = warmed(_concurrency)

@@ -117,27 +117,27 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
 def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
     url = params["base_url"] + "/responses"
     body = {"model": "scripted-model", "input": [_USER], "stream": True}
+    batches = int(params.get("batches", 1))
 
     async def main() -> dict[str, Any]:
         ttfts: list[float] = []
-        seen = [0]
+        used = wall = 0.0
         async with _client() as client:
             base = baseline_rss()
+            for _ in range(batches):
 
-            async def one() -> None:
-                events, _, ttft, _ = await _stream(client, url, body, t0)
-                seen[0] += events
-                ttfts.append(ttft if ttft is not None else float("nan"))
+                async def one() -> None:
+                    _, _, ttft, _ = await _stream(client, url, body, t0)
+                    ttfts.append(ttft if ttft is not None else float("nan"))
 
-            c0, t0 = cpu(), time.perf_counter()
-            async with trio.open_nursery() as nursery:
-                for _ in range(n):
-                    nursery.start_soon(one)
-            wall, used = time.perf_counter() - t0, cpu() - c0
-        return concurrency_result(n, used, wall, ttfts, base, events_seen=seen[0])
+                c0, t0 = cpu(), time.perf_counter()
+                async with trio.open_nursery() as nursery:
+                    for _ in range(n):
+                        nursery.start_soon(one)
+                wall, used = wall + time.perf_counter() - t0, used + cpu() - c0
+        return concurrency_result(n, used, wall, ttfts, base, batches=batches)
 
     return trio.run(main)
-
 
 
 concurrency = warmed(_concurrency)

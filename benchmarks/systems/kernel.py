@@ -104,37 +104,44 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
+    batches = int(params.get("batches", 1))
+
+    async def batch(actor: Any, ttfts: list[float]) -> tuple[float, float]:
+        """N sessions opened (not timed), then one turn each, all at once: (CPU s, wall s)."""
+        start = trio.Event()
+        failures: list[Any] = []
+        t0 = 0.0
+
+        async def one(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            async with open_session(model=actor) as session:
+                task_status.started()
+                await start.wait()
+                _, ttft, end = await _consume(session, t0)
+                ttfts.append(ttft if ttft is not None else float("nan"))
+                if not isinstance(end, TurnCompleted):
+                    failures.append(end)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                await nursery.start(one)
+            c0, t0 = cpu(), time.perf_counter()
+            start.set()
+        wall, used = time.perf_counter() - t0, cpu() - c0
+        if failures:
+            raise RuntimeError(f"{len(failures)} of {n} turns did not complete, e.g. {failures[0]!r}")
+        return used, wall
 
     async def main() -> dict[str, Any]:
         ttfts: list[float] = []
-        failures: list[Any] = []
+        used = wall = 0.0
         async with open_model_actor(_settings(params)) as actor:
             base = baseline_rss()
-            start = trio.Event()
-            t0 = 0.0
-
-            async def one(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                async with open_session(model=actor) as session:
-                    task_status.started()
-                    await start.wait()
-                    _, ttft, end = await _consume(session, t0)
-                    ttfts.append(ttft if ttft is not None else float("nan"))
-                    if not isinstance(end, TurnCompleted):
-                        failures.append(end)
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(n):
-                    await nursery.start(one)
-                opened = current_rss()
-                c0, t0 = cpu(), time.perf_counter()
-                start.set()
-            wall, used = time.perf_counter() - t0, cpu() - c0
-        if failures:
-            raise RuntimeError(f"{len(failures)} of {n} turns did not complete, e.g. {failures[0]!r}")
-        return concurrency_result(n, used, wall, ttfts, base, rss_opened=opened)
+            for _ in range(batches):
+                c, w = await batch(actor, ttfts)
+                used, wall = used + c, wall + w
+        return concurrency_result(n, used, wall, ttfts, base, batches=batches)
 
     return trio.run(main)
-
 
 def idle(params: dict[str, Any]) -> dict[str, Any]:
     """RSS per open idle session; with ``"tasks_only": true``, per bare task waiting on an event
@@ -173,7 +180,6 @@ def idle(params: dict[str, Any]) -> dict[str, Any]:
         }
 
     return trio.run(main)
-
 
 
 concurrency = warmed(_concurrency)
