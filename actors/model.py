@@ -35,6 +35,7 @@ from kernel.prompt import Prompt
 from kernel.stream import ModelEvent
 
 from ._http_errors import error_from_http, rate_limits_from_headers, redact
+from ._pool import ShardedTransport
 
 __all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "open_model_actor", "default_ssl_context"]
 
@@ -83,6 +84,9 @@ class _Request:
     decoder: Any
     reply: trio.MemorySendChannel[Sequence[ModelEvent] | KernelError]
     scope: trio.CancelScope
+    completed: bool = False
+    """The response completed: the client leaving the stream no longer cancels the request, so
+    the actor can drain the body's tail (connection reuse) without shielding it."""
 
 
 class ModelActor:
@@ -110,12 +114,14 @@ class ModelActor:
             headers["Authorization"] = f"Bearer {s.api_key}"
         headers.update(dict(s.extra_headers))
         timeout = httpx.Timeout(connect=s.connect_timeout, read=None, write=s.connect_timeout, pool=None)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=1000)
         if self._given_client is not None:
             http = self._given_client
             owns = False
         else:
-            http = httpx.AsyncClient(timeout=timeout, limits=limits, verify=default_ssl_context())
+            # several small connection pools: one httpcore pool's per-request work grows with
+            # its open connections (see actors._pool)
+            transport = ShardedTransport(verify=default_ssl_context())
+            http = httpx.AsyncClient(timeout=timeout, transport=transport, verify=default_ssl_context())
             owns = True
         try:
             async with trio.open_nursery() as nursery:
@@ -165,6 +171,8 @@ class ModelActor:
                 if idle_scope.cancelled_caught:
                     raise StreamError(f"idle timeout: no bytes from the model for {idle:g}s")
                 events = decoder.feed(chunk)
+                if decoder.done and decoder.error is None:
+                    request.completed = True  # before the client can see the completion
                 if first:
                     events = first + events
                     first = []
@@ -194,9 +202,11 @@ def default_ssl_context() -> ssl.SSLContext:
 async def _drain_for_reuse(chunks: AsyncIterator[bytes]) -> None:
     """Read what is left of a completed response (normally just the chunked-encoding trailer) so
     httpx returns the connection to the pool instead of closing it: without this every request
-    paid a new TCP (and TLS) handshake. Shielded from the session's cancel (it leaves as soon as
-    it has the completion) and capped at 0.5 s."""
-    with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+    paid a new TCP (and TLS) handshake. Capped at 0.5 s. Not shielded: the client does not cancel a
+    completed request when it leaves the stream (``_Request.completed``), so the drain survives
+    the turn moving on, while closing the session or the actor still stops it at once (a shielded
+    drain held a session's exit, even an abrupt cancel, for up to 0.5 s behind a slow trailer)."""
+    with trio.move_on_after(0.5):
         try:
             async for _ in chunks:
                 pass
@@ -288,7 +298,8 @@ class HttpModelClient:
             async with receive:
                 yield _batches(receive)
         finally:
-            request.scope.cancel()
+            if not request.completed:  # a completed response is left to drain (connection reuse)
+                request.scope.cancel()
 
 
 class _batches:

@@ -614,7 +614,7 @@ _RUNNERS: dict[str, Callable[[Config, Log, Pool], dict[str, Any]]] = {
 
 def _verdict(value: float | None, target: float, worst: float | None, higher_is_better: bool) -> str:
     if value is None:
-        return "n/a"
+        return "n/a (not measured)"
     good = value >= target if higher_is_better else value <= target
     if good:
         return "met"

@@ -303,7 +303,7 @@ def write_png(doc: dict[str, Any], path: Path) -> bool:
         ax_t.set_ylabel("aggregate SSE events / s")
         ax_l.set_title("Time to first token vs concurrency", fontsize=10)
         ax_l.set_xlabel("concurrent sessions")
-        ax_l.set_ylabel("ms (wall, from the common start)")
+        ax_l.set_ylabel("ms (wall, from the batch's start)")
         for ax in (ax_t, ax_l, ax_m):
             ax.set_xscale("log")
         ax_t.set_yscale("log")
