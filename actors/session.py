@@ -16,6 +16,9 @@ the ToolActor, the HistoryActor and the turn runner; the Notifier needs no task.
 ``async with`` cancels the running turn (its calls in flight get aborted outputs, recorded before
 the history closes) and every actor: no task outlives the session.
 
+An idle session costs little: the ToolActor starts at the first tool call, the turn runner runs
+only while turns are queued, and an in-memory history (no rollout) needs no task.
+
 Turns run one at a time, in submission order. The session's host is :class:`kernel.TurnHost`: it
 shows "Reconnecting... n/max" and the fallback warning as events, records token usage and
 rate-limit snapshots, and marks the context full on ``ContextWindowExceeded``. Lifecycle events
@@ -24,6 +27,7 @@ also go to the rollout.
 
 from __future__ import annotations
 
+import collections
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -108,7 +112,9 @@ class Session:
         self._history = history
         self.notifier = notifier
         self.session_id = session_id
-        self._queue_send, self._queue_receive = trio.open_memory_channel[TurnHandle](float("inf"))
+        self._queue: collections.deque[TurnHandle] = collections.deque()
+        self._turns: trio.Nursery | None = None  # set by open_session
+        self._runner = False  # a runner task is draining the queue
         self._current: TurnHandle | None = None
         self._closed = False
 
@@ -126,7 +132,11 @@ class Session:
         if self._closed:
             raise trio.ClosedResourceError("submit() on a closed session")
         handle = TurnHandle(turn_id or f"turn-{uuid.uuid4().hex[:12]}", items)
-        self._queue_send.send_nowait(handle)
+        self._queue.append(handle)
+        if not self._runner:
+            assert self._turns is not None
+            self._runner = True
+            self._turns.start_soon(self._run_turns)
         await trio.lowlevel.checkpoint()
         return handle
 
@@ -168,10 +178,13 @@ class Session:
 
     # --- the turn runner -----------------------------------------------------------------
 
-    async def _run_turns(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        async with self._queue_receive:
-            async for handle in self._queue_receive:
+    async def _run_turns(self) -> None:
+        """Run queued turns one at a time; return when the queue is empty (``submit`` starts a
+        runner again)."""
+        queue = self._queue
+        try:
+            while queue:
+                handle = queue.popleft()
                 turn = Turn(self.host, handle.input, turn_id=handle.turn_id)
                 handle._turn = turn
                 if handle.cancelled:
@@ -183,16 +196,14 @@ class Session:
                     self._current = None
                     handle.outcome = handle.outcome or turn.outcome
                     handle._done.set()
+        finally:
+            self._runner = False
 
     def _close(self) -> None:
         self._closed = True
-        self._queue_send.close()
         # turns never started end as aborted, so no one waits forever
-        while True:
-            try:
-                handle = self._queue_receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+        while self._queue:
+            handle = self._queue.popleft()
             handle.outcome = TurnOutcome(handle.turn_id, "aborted")
             handle._done.set()
 
@@ -246,7 +257,7 @@ async def open_session(
                 client = model
             async with open_history(rollout=rollout, session_meta=meta, resume=resume) as history:
                 tool_actor = ToolActor(registry)
-                await nursery.start(tool_actor.run)
+                tool_actor.start_on_demand(nursery)
                 host: TurnHost[Any] = TurnHost(
                     client,
                     tool_actor,
@@ -258,7 +269,7 @@ async def open_session(
                 )
                 session = Session(host=host, history=history, notifier=notifier, session_id=history.meta.session_id)
                 async with trio.open_nursery() as turns:
-                    await turns.start(session._run_turns)
+                    session._turns = turns
                     try:
                         yield session
                     finally:

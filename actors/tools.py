@@ -1023,11 +1023,21 @@ class ToolActor:
         self.registry = registry
         self._buffer = buffer
         self._send: trio.MemorySendChannel[_Request] | None = None
+        self._receive: trio.MemoryReceiveChannel[_Request] | None = None
+        self._nursery: trio.Nursery | None = None
         self._lock = _SharedExclusiveLock()
+        self._ran = False
         self._stopped = False
         self._closing = False
         self.calls_started = 0
         self.calls_finished = 0
+
+    def _open_channel(self) -> trio.MemorySendChannel[_Request]:
+        send, self._receive = trio.open_memory_channel[_Request](self._buffer)
+        self._send = send
+        if self._closing:
+            send.close()
+        return send
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -1038,12 +1048,12 @@ class ToolActor:
         calls in flight are cancelled and their callers (and any whose request was still queued)
         get :class:`ToolActorClosed`. Raises :class:`RuntimeError` if run twice.
         """
-        if self._send is not None or self._stopped:
+        if self._ran or self._stopped:
             raise RuntimeError("ToolActor.run: an actor runs once; create a new ToolActor")
-        send, receive = trio.open_memory_channel[_Request](self._buffer)
-        self._send = send
-        if self._closing:
-            send.close()
+        self._ran = True
+        send = self._send if self._send is not None else self._open_channel()
+        receive = self._receive
+        assert receive is not None
         try:
             async with trio.open_nursery() as nursery:
                 task_status.started()
@@ -1079,6 +1089,14 @@ class ToolActor:
             receive.close()
             send.close()
 
+    def start_on_demand(self, nursery: trio.Nursery) -> None:
+        """Run the actor in ``nursery``, starting it at the first call that needs it rather than
+        now: a session whose model never calls a tool spends no task on its tools. Does not
+        checkpoint; raises :class:`RuntimeError` if the actor has already run."""
+        if self._ran or self._stopped:
+            raise RuntimeError("ToolActor.start_on_demand: an actor runs once; create a new ToolActor")
+        self._nursery = nursery
+
     def close(self) -> None:
         """Stop accepting calls; :meth:`run` returns once the calls in flight finish. Calls made
         after this get :class:`ToolActorClosed`. Idempotent; does not checkpoint."""
@@ -1089,7 +1107,7 @@ class ToolActor:
     @property
     def running(self) -> bool:
         """Whether the actor accepts calls."""
-        return self._send is not None and not self._stopped and not self._closing
+        return (self._send is not None or self._nursery is not None) and not self._stopped and not self._closing
 
     # --- ToolExecutor ---------------------------------------------------------------------
 
@@ -1133,6 +1151,13 @@ class ToolActor:
             raise
         request = _Request(call, tool, args, kwargs)
         send = self._send
+        if send is None and self._nursery is not None and not self._stopped:
+            send = self._open_channel()  # started on demand: queue this call, then start the task
+            try:
+                self._nursery.start_soon(self.run)
+            except RuntimeError:  # the nursery is closed: the session is ending
+                self._stopped = True
+                send.close()
         if send is None:
             await trio.lowlevel.checkpoint()
             raise ToolActorClosed(
