@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,6 +52,17 @@ from kernel import (
     item_to_wire,
 )
 from kernel.testing import wire_items
+
+
+def task_count() -> int:
+    """Every task in the run."""
+    n, stack = 0, [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        n += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return n
 
 
 def out(call_id: str, text: str, success: bool | None = None) -> FunctionCallOutput:
@@ -427,6 +439,28 @@ async def test_in_memory_history_and_closed_client() -> None:
     with pytest.raises(HistoryClosed):
         await history.record([Message.user("late")])
     await history.aclose()  # idempotent
+
+
+async def test_in_memory_history_runs_no_task_and_keeps_the_write_contract() -> None:
+    """Without a rollout the client applies requests in place: no task, yet every method
+    checkpoints, a cancelled write does nothing and a returned one is done."""
+    before = task_count()
+    async with open_history() as history:
+        assert task_count() == before
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await history.record([Message.user("never")])
+        assert scope.cancelled_caught and await history.items() == []
+        with trio.CancelScope(shield=True):  # shielded cleanup during a cancellation still records
+            with trio.CancelScope() as outer:
+                outer.cancel()
+                with trio.CancelScope(shield=True):
+                    await history.record([Message.user("kept")])
+        assert [m.text() for m in await history.items()] == ["kept"]  # type: ignore[union-attr]
+        with trio.testing.assert_checkpoints():
+            await history.record([Message.user("more")])
+        with trio.testing.assert_checkpoints():
+            await history.snapshot()
 
 
 async def test_existing_rollout_is_not_overwritten(tmp_path: Path) -> None:

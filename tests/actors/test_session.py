@@ -381,3 +381,30 @@ async def test_sequential_requests_reuse_one_connection(autojump_clock: trio.tes
             assert (await session.run("x")).status == "completed"
     assert len(server.requests) == 4
     assert server.connections_opened == 1  # the completed body is drained, so httpx keeps the connection
+
+
+def _task_names() -> list[str]:
+    names, stack = [], [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return names
+
+
+async def test_an_idle_session_runs_no_task_until_it_needs_one(autojump_clock: trio.testing.MockClock) -> None:
+    script = Script([Reply(items=[ScriptCall("w1", "wait", {"seconds": 0})]), Reply(items=[Text("done")])])
+    async with open_scripted_server(script) as server:
+        async with open_model_actor(settings(server.base_url)) as actor:
+            before = sorted(_task_names())
+            async with open_session(model=actor, tools=registry) as session:
+                await trio.sleep(1)
+                assert sorted(_task_names()) == before  # no turn runner, tool actor or history task
+                outcome = await session.run("use the tool")
+                assert outcome.status == "completed"
+                names = _task_names()
+                assert any(n.endswith("ToolActor.run") for n in names)  # started by the first call
+                assert not any(n.endswith("_run_turns") for n in names)  # the runner left with the queue
+            session_tasks = ("ToolActor.", "_run_turns", "HistoryActor.", "TurnHost.")
+            assert not [n for n in _task_names() if any(k in n for k in session_tasks)]

@@ -693,6 +693,31 @@ async def test_callers_get_a_clear_error_when_the_actor_is_not_running(autojump_
         await actor.run()
 
 
+async def test_an_actor_started_on_demand(autojump_clock: trio.testing.MockClock) -> None:
+    log: list[tuple[str, float, float]] = []
+    results: dict[str, Any] = {}
+    actor = ToolActor(timed_registry(log))
+    async with trio.open_nursery() as nursery:
+        actor.start_on_demand(nursery)
+        assert actor.running and not nursery.child_tasks  # nothing runs before the first call
+        async with trio.open_nursery() as callers:  # concurrent first calls start one task
+            for i in range(3):
+                callers.start_soon(call_at, actor, 0, "shared", f"c{i}", 1.0, results)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(nursery.child_tasks) == 1
+        assert sorted(text(r) for r in results.values()) == ["c0", "c1", "c2"]
+        with pytest.raises(RuntimeError, match="runs once"):
+            actor.start_on_demand(nursery)
+        nursery.cancel_scope.cancel()
+    # a nursery already closed: the call gets a clear error, not a hang
+    late = ToolActor(timed_registry(log))
+    async with trio.open_nursery() as closed:
+        late.start_on_demand(closed)
+    with pytest.raises(ToolActorClosed, match="has stopped"):
+        await raw_call(late, fn_call("shared", {"tag": "x", "seconds": 1}))
+    assert not late.running
+
+
 async def test_close_lets_calls_in_flight_finish(autojump_clock: trio.testing.MockClock) -> None:
     log: list[tuple[str, float, float]] = []
     results: dict[str, Any] = {}
