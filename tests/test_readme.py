@@ -28,3 +28,13 @@ def test_readme_test_command_is_the_ci_command() -> None:
     assert test_command == "pip install -e '.[test,ray]' && python -m pytest"
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
     assert blocks[0].strip().startswith("python3 -m venv .venv && . .venv/bin/activate && pip install -e . && agent-kernel exec")
+
+
+def test_readme_host_testing_example_is_verbatim_and_passes() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    example = ROOT / "examples" / "test_my_host.py"
+    assert example.read_text() in blocks
+    result = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider", str(example)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
