@@ -161,28 +161,39 @@ class ModelActor:
             if limits is not None:
                 first.append(limits)
             chunks = response.aiter_raw()
+            next_chunk = chunks.__anext__
+            send_nowait = request.reply.send_nowait
             idle = s.idle_timeout
-            while True:
-                with trio.move_on_after(idle) as idle_scope:
+            now = trio.current_time
+            # one cancel scope for the whole stream, its deadline moved before each read (cheaper
+            # than a scope per chunk); a send that must wait for the session runs without it
+            with trio.CancelScope() as idle_scope:
+                while True:
+                    idle_scope.deadline = now() + idle
                     try:
-                        chunk = await chunks.__anext__()
+                        chunk = await next_chunk()
                     except StopAsyncIteration:
                         break
-                if idle_scope.cancelled_caught:
-                    raise StreamError(f"idle timeout: no bytes from the model for {idle:g}s")
-                events = decoder.feed(chunk)
-                if decoder.done and decoder.error is None:
-                    request.completed = True  # before the client can see the completion
-                if first:
-                    events = first + events
-                    first = []
-                if events:
-                    await send(events)
-                if decoder.error is not None:
-                    raise decoder.error
-                if decoder.done:
-                    await _drain_for_reuse(chunks)
-                    return
+                    events = decoder.feed(chunk)
+                    if decoder.done and decoder.error is None:
+                        request.completed = True  # before the client can see the completion
+                    if first:
+                        events = first + events
+                        first = []
+                    if events:
+                        try:
+                            send_nowait(events)
+                        except trio.WouldBlock:
+                            idle_scope.deadline = math.inf  # a slow session is not an idle model
+                            await send(events)
+                    if decoder.error is not None:
+                        raise decoder.error
+                    if decoder.done:
+                        idle_scope.deadline = math.inf
+                        await _drain_for_reuse(chunks)
+                        return
+            if idle_scope.cancelled_caught:
+                raise StreamError(f"idle timeout: no bytes from the model for {idle:g}s")
             tail = decoder.finish()  # chat: a stream with a finish_reason but no [DONE] completes here
             if tail:
                 await send(list(tail))

@@ -190,6 +190,21 @@ async def test_idle_timeout_is_a_retryable_stream_error(autojump_clock: trio.tes
     assert 5.0 <= trio.current_time() - start < 60
 
 
+async def test_a_slow_reader_is_not_an_idle_model(autojump_clock: trio.testing.MockClock) -> None:
+    """The idle timeout counts only time waiting for bytes: a session slow to take the batches
+    (the actor's reply buffer full) is not a silent model."""
+    from kernel import Prompt
+
+    script = Script([Reply(items=[Text("x" * 200, chunk_size=1)], events_per_write=1)])
+    async with open_scripted_server(script) as server:
+        async with open_model_actor(settings(server.base_url, idle_timeout=5.0)) as actor:
+            async with actor.client().stream(Prompt(input=[Message.user("hi")])) as batches:
+                await trio.sleep(60)  # the actor fills the reply buffer, then waits on the session
+                seen = [e async for batch in batches for e in batch]
+    assert sum(len(getattr(e, "delta", "")) for e in seen) == 200
+    assert type(seen[-1]).__name__ == "Completed"
+
+
 NOT_RETRIED = {
     "failed context_length_exceeded": (Reply(items=PARTIAL, faults=[Failed("context_length_exceeded", "too long")]), "ContextWindowExceeded"),
     "400 context_length_exceeded": (Reply(faults=[HttpError.context_length_exceeded()]), "ContextWindowExceeded"),
