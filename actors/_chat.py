@@ -62,7 +62,7 @@ from kernel.stream import (
     ToolCallInputDelta,
 )
 
-from ._http_errors import redact
+from ._http_errors import clean_message, redact
 from ._sse import SSEDecoder, SSEOverflow
 
 __all__ = [
@@ -139,7 +139,6 @@ _CONTEXT_RE: Final = re.compile(
     r"|exceeds? (?:the )?(?:available |model'?s? )?context (?:size|length|window)",
     re.IGNORECASE,
 )
-_MAX_MESSAGE_CHARS: Final = 2000
 _CONTEXT_CODES: Final = frozenset({"context_length_exceeded", "exceed_context_size_error"})
 
 
@@ -184,9 +183,7 @@ def chat_error(error: Any, *, status: int | None = None) -> KernelError:
             status = code
     elif isinstance(code, str) and code.isdigit() and status is None:
         status = int(code)
-    message = redact(message)  # server text: never echo a key it quotes back
-    if len(message) > _MAX_MESSAGE_CHARS:
-        message = message[:_MAX_MESSAGE_CHARS] + "... (truncated)"
+    message = clean_message(message)  # server text: redacted (never echo a key it quotes back), capped
     keys = {k.lower() for k in (code, kind) if isinstance(k, str)}
     delay = _requested_delay(message)
     prefixed = f"model server error: {message}"

@@ -44,9 +44,9 @@ from kernel.stream import ModelClient, TokenUsage
 from kernel.turn import Turn, TurnHost, TurnOutcome
 
 from .history import HistoryClient, SessionMeta, open_history
-from .model import ModelActor, ModelSettings, open_model_actor
+from .model import ModelActor, ModelSettings
 from .notify import Notifier, Subscription
-from .tools import Tool, ToolActor, ToolRegistry, open_tool_actor
+from .tools import Tool, ToolActor, ToolRegistry
 
 __all__ = ["Session", "TurnHandle", "open_session"]
 

@@ -54,7 +54,6 @@ crashes survived, acknowledged items checked after crashes).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import os

@@ -49,6 +49,95 @@ class _Reservation:
         self.in_window = True
 
 
+class _WindowBudget:
+    """The sliding-window rules of :class:`LocalRateLimiter` (and of the Ray batch's cluster-wide
+    limiter), synchronous: token reservations pair with their records per client (each Ray
+    worker reports its own; a local limiter is one client).
+
+    ``hold``: a grant stays counted ``hold`` seconds longer than the window, because its
+    request may be sent up to ``hold`` seconds after the grant (a permit waiting in a worker's
+    pool): then the requests *sent* in any window are within the budget too."""
+
+    def __init__(
+        self, rpm: float | None, tpm: float | None, window: float, hold: float = 0.0, *, owner: str = "limiter"
+    ) -> None:
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{owner}.{name} must be a positive number or None, got {value!r}")
+        if not (window > 0 and math.isfinite(window)):
+            raise ValueError(f"{owner}.window must be a positive number of seconds, got {window!r}")
+        if not (hold >= 0 and math.isfinite(hold)):
+            raise ValueError(f"{owner}.hold must be a non-negative number of seconds, got {hold!r}")
+        self.hold = hold
+        self.rpm = rpm
+        self.tpm = tpm
+        self.window = window
+        if rpm is not None:
+            self.req_capacity = max(1, math.floor(rpm))
+            self.req_window = window * self.req_capacity / rpm
+        else:
+            self.req_capacity = 0
+            self.req_window = window
+        self._requests: deque[float] = deque()
+        self._tokens: deque[_Reservation] = deque()
+        self.token_sum = 0
+        self._unrecorded: dict[str, deque[_Reservation]] = {}
+
+    def expire(self, now: float) -> None:
+        requests = self._requests
+        horizon = now - self.req_window - self.hold + 1e-9
+        while requests and requests[0] <= horizon:
+            requests.popleft()
+        tokens = self._tokens
+        horizon = now - self.window - self.hold + 1e-9
+        while tokens and tokens[0].time <= horizon:
+            r = tokens.popleft()
+            r.in_window = False
+            self.token_sum -= r.tokens
+
+    def ready_at(self, now: float, estimate: int) -> float | None:
+        """``None`` when one more request fits now, else when it may fit."""
+        at: float | None = None
+        if self.rpm is not None and len(self._requests) >= self.req_capacity:
+            at = self._requests[len(self._requests) - self.req_capacity] + self.req_window + self.hold
+        if self.tpm is not None and self._tokens and self.token_sum + estimate > self.tpm:
+            need = self.token_sum + estimate - self.tpm
+            freed = 0
+            when = self._tokens[-1].time
+            for r in self._tokens:
+                freed += r.tokens
+                if freed >= need:
+                    when = r.time
+                    break
+            token_at = when + self.window + self.hold
+            at = token_at if at is None else max(at, token_at)
+        return at
+
+    def admit(self, now: float, client: str, estimate: int) -> None:
+        if self.rpm is not None:
+            self._requests.append(now)
+        if self.tpm is not None:
+            r = _Reservation(now, estimate)
+            self._tokens.append(r)
+            self.token_sum += estimate
+            self._unrecorded.setdefault(client, deque()).append(r)
+
+    def record(self, now: float, client: str, used: int) -> None:
+        if self.tpm is None:
+            return
+        used = max(0, int(used))
+        pending = self._unrecorded.get(client)
+        if pending:
+            r = pending.popleft()
+            if r.in_window:
+                self.token_sum += used - r.tokens
+            r.tokens = used
+        else:
+            r = _Reservation(now, used)
+            self._tokens.append(r)
+            self.token_sum += used
+
+
 class LocalRateLimiter:
     """Requests per minute and tokens per minute, over a sliding window, for one process.
 
@@ -76,25 +165,11 @@ class LocalRateLimiter:
         clock: Callable[[], float] = trio.current_time,
         window: float = 60.0,
     ) -> None:
-        for name, value in (("rpm", rpm), ("tpm", tpm)):
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"LocalRateLimiter.{name} must be a positive number or None, got {value!r}")
-        if not (window > 0 and math.isfinite(window)):
-            raise ValueError(f"LocalRateLimiter.window must be a positive number of seconds, got {window!r}")
+        self._budget = _WindowBudget(rpm, tpm, window, owner="LocalRateLimiter")
         self.rpm = rpm
         self.tpm = tpm
         self.window = window
         self._clock = clock
-        if rpm is not None:
-            self._req_capacity = max(1, math.floor(rpm))
-            self._req_window = window * self._req_capacity / rpm
-        else:
-            self._req_capacity = 0
-            self._req_window = window
-        self._requests: deque[float] = deque()
-        self._tokens: deque[_Reservation] = deque()
-        self._token_sum = 0
-        self._unrecorded: deque[_Reservation] = deque()
         self._lock = trio.Lock()
         self._changed = trio.Event()
         self.admitted = 0
@@ -106,51 +181,20 @@ class LocalRateLimiter:
     @property
     def tokens_in_window(self) -> int:
         """Tokens counted in the current window (reservations included)."""
-        self._expire(self._clock())
-        return self._token_sum
-
-    def _expire(self, now: float) -> None:
-        # (the epsilon: at exactly `entry + window` the entry has left, whatever the rounding)
-        requests = self._requests
-        horizon = now - self._req_window + 1e-9
-        while requests and requests[0] <= horizon:
-            requests.popleft()
-        tokens = self._tokens
-        horizon = now - self.window + 1e-9
-        while tokens and tokens[0].time <= horizon:
-            r = tokens.popleft()
-            r.in_window = False
-            self._token_sum -= r.tokens
-
-    def _ready_at(self, now: float, estimate: int) -> float | None:
-        """``None`` when a request fits now, else the time when it may fit."""
-        at: float | None = None
-        if self.rpm is not None and len(self._requests) >= self._req_capacity:
-            at = self._requests[len(self._requests) - self._req_capacity] + self._req_window
-        if self.tpm is not None and self._tokens and self._token_sum + estimate > self.tpm:
-            # the earliest time enough tokens leave the window (or the window empties)
-            need = self._token_sum + estimate - self.tpm
-            freed = 0
-            when = self._tokens[-1].time
-            for r in self._tokens:
-                freed += r.tokens
-                if freed >= need:
-                    when = r.time
-                    break
-            token_at = when + self.window
-            at = token_at if at is None else max(at, token_at)
-        return at
+        self._budget.expire(self._clock())
+        return self._budget.token_sum
 
     async def acquire(self, estimated_tokens: int = 0) -> None:
         """Wait for room in the budget (in arrival order) and count the request. Checkpoints;
         cancellation while waiting leaves nothing counted."""
         estimate = max(0, int(estimated_tokens))
+        budget = self._budget
         arrived = self._clock()
         async with self._lock:
             while True:
                 now = self._clock()
-                self._expire(now)
-                at = self._ready_at(now, estimate)
+                budget.expire(now)
+                at = budget.ready_at(now, estimate)
                 if at is None:
                     break
                 if self._changed.is_set():
@@ -158,13 +202,7 @@ class LocalRateLimiter:
                 with trio.move_on_after(max(0.0, at - now)):
                     await self._changed.wait()  # a record() may free tokens before `at`
             now = self._clock()
-            if self.rpm is not None:
-                self._requests.append(now)
-            if self.tpm is not None:
-                r = _Reservation(now, estimate)
-                self._tokens.append(r)
-                self._token_sum += estimate
-                self._unrecorded.append(r)
+            budget.admit(now, "", estimate)
             self.admitted += 1
             if now > arrived:
                 self.waited += 1
@@ -174,16 +212,7 @@ class LocalRateLimiter:
         ``tokens_used`` now if nothing is reserved)."""
         if self.tpm is None:
             return
-        used = max(0, int(tokens_used))
-        if self._unrecorded:
-            r = self._unrecorded.popleft()
-            if r.in_window:
-                self._token_sum += used - r.tokens
-            r.tokens = used
-        else:
-            r = _Reservation(self._clock(), used)
-            self._tokens.append(r)
-            self._token_sum += used
+        self._budget.record(self._clock(), "", tokens_used)
         self._changed.set()
 
 

@@ -107,6 +107,7 @@ import trio
 
 from actors.model import ModelSettings
 
+from ._limiter import _WindowBudget
 from ._local import (
     ROLLOUTS_DIR,
     WORKSPACES_DIR,
@@ -160,101 +161,6 @@ def _ray() -> Any:
 # ---------------------------------------------------------------------------------------------
 # The cluster-wide rate limiter
 # ---------------------------------------------------------------------------------------------
-
-
-class _Reservation:
-    __slots__ = ("time", "tokens", "in_window")
-
-    def __init__(self, time: float, tokens: int) -> None:
-        self.time = time
-        self.tokens = tokens
-        self.in_window = True
-
-
-class _WindowBudget:
-    """:class:`~actors.batch.LocalRateLimiter`'s sliding-window rules, synchronous, with the
-    token reservations paired with their records per client (each worker reports its own).
-
-    ``hold``: a grant stays counted ``hold`` seconds longer than the window, because its
-    request may be sent up to ``hold`` seconds after the grant (a permit waiting in a worker's
-    pool): then the requests *sent* in any window are within the budget too."""
-
-    def __init__(self, rpm: float | None, tpm: float | None, window: float, hold: float = 0.0) -> None:
-        for name, value in (("rpm", rpm), ("tpm", tpm)):
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"limiter {name} must be a positive number or None, got {value!r}")
-        if not (window > 0 and math.isfinite(window)):
-            raise ValueError(f"limiter window must be a positive number of seconds, got {window!r}")
-        if not (hold >= 0 and math.isfinite(hold)):
-            raise ValueError(f"limiter hold must be a non-negative number of seconds, got {hold!r}")
-        self.hold = hold
-        self.rpm = rpm
-        self.tpm = tpm
-        self.window = window
-        if rpm is not None:
-            self.req_capacity = max(1, math.floor(rpm))
-            self.req_window = window * self.req_capacity / rpm
-        else:
-            self.req_capacity = 0
-            self.req_window = window
-        self._requests: deque[float] = deque()
-        self._tokens: deque[_Reservation] = deque()
-        self.token_sum = 0
-        self._unrecorded: dict[str, deque[_Reservation]] = {}
-
-    def expire(self, now: float) -> None:
-        requests = self._requests
-        horizon = now - self.req_window - self.hold + 1e-9
-        while requests and requests[0] <= horizon:
-            requests.popleft()
-        tokens = self._tokens
-        horizon = now - self.window - self.hold + 1e-9
-        while tokens and tokens[0].time <= horizon:
-            r = tokens.popleft()
-            r.in_window = False
-            self.token_sum -= r.tokens
-
-    def ready_at(self, now: float, estimate: int) -> float | None:
-        """``None`` when one more request fits now, else when it may fit."""
-        at: float | None = None
-        if self.rpm is not None and len(self._requests) >= self.req_capacity:
-            at = self._requests[len(self._requests) - self.req_capacity] + self.req_window + self.hold
-        if self.tpm is not None and self._tokens and self.token_sum + estimate > self.tpm:
-            need = self.token_sum + estimate - self.tpm
-            freed = 0
-            when = self._tokens[-1].time
-            for r in self._tokens:
-                freed += r.tokens
-                if freed >= need:
-                    when = r.time
-                    break
-            token_at = when + self.window + self.hold
-            at = token_at if at is None else max(at, token_at)
-        return at
-
-    def admit(self, now: float, client: str, estimate: int) -> None:
-        if self.rpm is not None:
-            self._requests.append(now)
-        if self.tpm is not None:
-            r = _Reservation(now, estimate)
-            self._tokens.append(r)
-            self.token_sum += estimate
-            self._unrecorded.setdefault(client, deque()).append(r)
-
-    def record(self, now: float, client: str, used: int) -> None:
-        if self.tpm is None:
-            return
-        used = max(0, int(used))
-        pending = self._unrecorded.get(client)
-        if pending:
-            r = pending.popleft()
-            if r.in_window:
-                self.token_sum += used - r.tokens
-            r.tokens = used
-        else:
-            r = _Reservation(now, used)
-            self._tokens.append(r)
-            self.token_sum += used
 
 
 class RateLimiterActor:

@@ -47,7 +47,6 @@ from actors.batch import (
     ResultsFileError,
     TaskFinished,
     TaskLineError,
-    TaskStarted,
     batch_event_to_dict,
     load_tasks,
     run_batch,
