@@ -57,10 +57,11 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     """An ``httpx`` transport over several small connection pools (see the module docstring).
 
     ``shard_size``: requests in flight per shard before another shard opens (and each shard's
-    keep-alive cap). ``verify``: the TLS context every shard uses.
+    keep-alive cap); 8 measured best at 1,000 concurrent streams (8: ~46k events/s, 32: ~40k,
+    64: ~35k, one pool: ~14k). ``verify``: the TLS context every shard uses.
     """
 
-    def __init__(self, *, verify: ssl.SSLContext | bool = True, shard_size: int = 32) -> None:
+    def __init__(self, *, verify: ssl.SSLContext | bool = True, shard_size: int = 8) -> None:
         if shard_size < 1:
             raise ValueError(f"ShardedTransport.shard_size must be at least 1, got {shard_size!r}")
         self.shard_size = shard_size
