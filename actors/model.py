@@ -19,7 +19,6 @@ Wires: ``"responses"`` (``POST {base_url}/responses``, default) and ``"chat"``
 from __future__ import annotations
 
 import functools
-import json
 import math
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +27,7 @@ from typing import Any, Literal
 
 import attrs
 import httpx
+import msgspec
 import trio
 
 from kernel.errors import KernelError, StreamError
@@ -40,6 +40,7 @@ from ._pool import ShardedTransport
 __all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "open_model_actor", "default_ssl_context"]
 
 _MAX_ERROR_BODY = 64 * 1024
+_JSON_ENCODER = msgspec.json.Encoder()
 
 
 @attrs.frozen(kw_only=True)
@@ -273,7 +274,7 @@ def _encode_body(settings: ModelSettings, prompt: Prompt) -> bytes:
             reasoning_effort=settings.reasoning_effort,
             reasoning_summary=settings.reasoning_summary,
         )
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return _JSON_ENCODER.encode(body)  # compact UTF-8 JSON; ~10x faster than json.dumps
 
 
 class HttpModelClient:

@@ -82,19 +82,22 @@ class TurnHandle:
 
 
 class _SessionSink:
-    """The turn's event sink: every event to the notifier, lifecycle events also to the rollout."""
+    """The turn's event sink: every event to the notifier, lifecycle events also to the rollout
+    (when there is one: without a file there is nothing to write, so no history call)."""
 
-    __slots__ = ("notifier", "history")
+    __slots__ = ("notifier", "history", "logs")
 
     def __init__(self, notifier: Notifier, history: HistoryClient) -> None:
         self.notifier = notifier
         self.history = history
+        self.logs = history.rollout is not None
 
     async def publish(self, events: Sequence[Event]) -> None:
         self.notifier.publish_nowait(events)
-        lifecycle = [e for e in events if e.lifecycle]
-        if lifecycle:
-            await self.history.record_events(lifecycle)
+        if self.logs:
+            lifecycle = [e for e in events if e.lifecycle]
+            if lifecycle:
+                await self.history.record_events(lifecycle)
 
 
 class Session:
