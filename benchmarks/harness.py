@@ -81,6 +81,7 @@ class Config:
     levels: tuple[int, ...]
     concurrency_deltas: int
     concurrency_min_events: int
+    concurrency_min_wall_s: float
     """A level's run repeats its batch of N sessions until it has streamed this many events (a
     run of a few sessions is too short to time on a shared machine)."""
     peer_levels: tuple[int, ...]
@@ -94,11 +95,11 @@ class Config:
 
 FULL = Config(
     quick=False, runs=5, stream_deltas=20_000, tool_turns=200, levels=(1, 10, 100, 1000),
-    concurrency_deltas=500, concurrency_min_events=20_000, peer_levels=(1, 10, 100), idle_sessions=10_000, timeout=900.0,
+    concurrency_deltas=500, concurrency_min_events=20_000, concurrency_min_wall_s=1.0, peer_levels=(1, 10, 100), idle_sessions=10_000, timeout=900.0,
 )
 QUICK = Config(
     quick=True, runs=3, stream_deltas=2_000, tool_turns=20, levels=(1, 10, 50),
-    concurrency_deltas=500, concurrency_min_events=5_000, peer_levels=(), idle_sessions=500, timeout=120.0,
+    concurrency_deltas=500, concurrency_min_events=5_000, concurrency_min_wall_s=0.0, peer_levels=(), idle_sessions=500, timeout=120.0,
 )
 
 
@@ -543,15 +544,17 @@ def scenario_concurrency(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
             batches = max(1, math.ceil(cfg.concurrency_min_events / (level * n_events)))
             log(f"  concurrency: {level} sessions × {cfg.concurrency_deltas} deltas"
                 f"{f' × {batches} batches' if batches > 1 else ''} × {cfg.runs} runs: {', '.join(s.name for s in here)}")
-            params = {"sessions": level, "batches": batches}
+            params = {"sessions": level, "batches": batches, "min_wall_s": cfg.concurrency_min_wall_s}
             runs = run_fresh([(s, server, params) for s in here], "concurrency", cfg.runs, cfg, log)
             for name, r in runs.items():
                 entry: dict[str, Any] = {"status": r.status, "batches": batches}
                 results[name].setdefault("versions", r.ready.get("versions", {}))
                 if r.status == "ok":
-                    events = level * n_events * batches
-                    entry["events_per_s"] = stats([events / s["wall_s"] for s in r.samples])
-                    entry["cpu_us_per_event"] = stats([s["cpu_s"] / events for s in r.samples], 1e6)
+                    # a run goes on past `batches` until it has lasted min_wall_s: count its own
+                    entry["batches"] = int(statistics.median(s["batches"] for s in r.samples))
+                    events = [level * n_events * s["batches"] for s in r.samples]
+                    entry["events_per_s"] = stats([e / s["wall_s"] for e, s in zip(events, r.samples)])
+                    entry["cpu_us_per_event"] = stats([s["cpu_s"] / e for e, s in zip(events, r.samples)], 1e6)
                     entry["ttft_p50_ms"] = stats([s["ttft_p50_s"] for s in r.samples], 1e3)
                     entry["ttft_p99_ms"] = stats([s["ttft_p99_s"] for s in r.samples], 1e3)
                     entry["peak_rss_mib"] = stats([s["peak_rss"] for s in r.samples], 1 / 2**20)
@@ -570,7 +573,8 @@ def scenario_concurrency(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     ratios = {f"kernel_{top}_to_10": _ratio(tput.get(top), tput.get("10")) if "10" in tput else None}
     return {
         "params": {"levels": list(cfg.levels), "peer_levels": list(cfg.peer_levels), "deltas": cfg.concurrency_deltas,
-                   "sse_events_per_session": n_events, "min_events_per_run": cfg.concurrency_min_events, "runs": cfg.runs},
+                   "sse_events_per_session": n_events, "min_events_per_run": cfg.concurrency_min_events,
+                   "min_wall_s_per_run": cfg.concurrency_min_wall_s, "runs": cfg.runs},
         "results": results, "ratios": ratios, "load_avg": {"start": load0, "end": _load()},
     }
 

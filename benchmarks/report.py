@@ -157,7 +157,8 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         add("")
         add("The kernel's sessions share one ModelActor (one HTTP client). A batch opens N sessions (not timed), "
             "starts one turn in each at once and waits for them all; a run repeats batches until it has streamed "
-            f"{p.get('min_events_per_run', 0):,} events (the batches column). Aggregate events/s = events ÷ the batches' "
+            f"{p.get('min_events_per_run', 0):,} events and lasted {p.get('min_wall_s_per_run', 0):g} s (the batches "
+            "column: the median run's count; a run of a fraction of a second measures noise). Aggregate events/s = events ÷ the batches' "
             "wall time; TTFT from the batch's start; peak RSS of the client process (a fresh process per run) and "
             "(peak − RSS before the sessions) ÷ N, shown from 100 sessions up (below, a few MiB of allocator noise "
             "swamp it); the scripted server's CPU time as a share of the wall time (near 100 %: the single-threaded "

@@ -42,6 +42,7 @@ __all__ = [
     "cpu",
     "current_rss",
     "emit",
+    "more_batches",
     "peak_rss",
     "percentile",
     "reset_peak_rss",
@@ -128,13 +129,20 @@ def concurrency_result(
     }
 
 
+def more_batches(params: Mapping[str, Any], done: int, wall_s: float) -> bool:
+    """Whether a concurrency run goes on with another batch: it runs at least
+    ``params["batches"]`` batches (enough events) and streams for at least
+    ``params["min_wall_s"]`` seconds (a run of a fraction of a second measures noise)."""
+    return done < int(params.get("batches", 1)) or wall_s < float(params.get("min_wall_s", 0.0))
+
+
 def warmed(run: Callable[[dict[str, Any], int], dict[str, Any]]) -> Scenario:
     """The concurrency scenario from ``run(params, n)``: a one-session warm-up (imports, lazy
     set-up, little memory), then the measured run with ``params["sessions"]`` sessions. The
     harness starts a fresh process for every measured run, so the peak RSS is this run's own."""
 
     def scenario(params: dict[str, Any]) -> dict[str, Any]:
-        run({**params, "batches": 1}, 1)
+        run({**params, "batches": 1, "min_wall_s": 0.0}, 1)
         return run(params, int(params["sessions"]))
 
     return scenario

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import trio
 
-from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, run_cli, tool_names, warmed
+from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, more_batches, run_cli, tool_names, warmed
 
 _USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]}
 _TOOLS = [
@@ -117,14 +117,15 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
 def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
     url = params["base_url"] + "/responses"
     body = {"model": "scripted-model", "input": [_USER], "stream": True}
-    batches = int(params.get("batches", 1))
 
     async def main() -> dict[str, Any]:
         ttfts: list[float] = []
         used = wall = 0.0
         async with _client() as client:
             base = baseline_rss()
-            for _ in range(batches):
+            batches = 0
+            while more_batches(params, batches, wall):
+                batches += 1
 
                 async def one() -> None:
                     _, _, ttft, _ = await _stream(client, url, body, t0)

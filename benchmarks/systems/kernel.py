@@ -25,7 +25,7 @@ from actors.tools import ToolRegistry, tool
 from kernel import TurnAborted, TurnCompleted, TurnFailed
 from kernel.events import TextDelta
 
-from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, current_rss, peak_rss, run_cli, tool_names, warmed
+from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, current_rss, more_batches, peak_rss, run_cli, tool_names, warmed
 
 _END = (TurnCompleted, TurnFailed, TurnAborted)
 
@@ -104,7 +104,6 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
-    batches = int(params.get("batches", 1))
 
     async def batch(actor: Any, ttfts: list[float]) -> tuple[float, float]:
         """N sessions opened (not timed), then one turn each, all at once: (CPU s, wall s)."""
@@ -136,7 +135,9 @@ def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
         used = wall = 0.0
         async with open_model_actor(_settings(params)) as actor:
             base = baseline_rss()
-            for _ in range(batches):
+            batches = 0
+            while more_batches(params, batches, wall):
+                batches += 1
                 c, w = await batch(actor, ttfts)
                 used, wall = used + c, wall + w
         return concurrency_result(n, used, wall, ttfts, base, batches=batches)

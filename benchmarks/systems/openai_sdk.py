@@ -16,7 +16,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, run_cli, tool_names, warmed
+from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, more_batches, run_cli, tool_names, warmed
 
 _USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]}
 _TOOLS: list[Any] = [
@@ -99,7 +99,6 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
-    batches = int(params.get("batches", 1))
 
     async def main() -> dict[str, Any]:
         client = _client(params)
@@ -107,7 +106,9 @@ def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
         used = wall = 0.0
         try:
             base = baseline_rss()
-            for _ in range(batches):
+            batches = 0
+            while more_batches(params, batches, wall):
+                batches += 1
                 c0, t0 = cpu(), time.perf_counter()
                 out = await asyncio.gather(*(_stream(client, t0, input=[_USER]) for _ in range(n)))
                 wall, used = wall + time.perf_counter() - t0, used + cpu() - c0
