@@ -98,7 +98,7 @@ FULL = Config(
     concurrency_deltas=500, concurrency_min_events=20_000, concurrency_min_wall_s=1.0, peer_levels=(1, 10, 100), idle_sessions=10_000, timeout=900.0,
 )
 QUICK = Config(
-    quick=True, runs=3, stream_deltas=2_000, tool_turns=20, levels=(1, 10, 50),
+    quick=True, runs=3, stream_deltas=2_000, tool_turns=8, levels=(1, 10, 50),
     concurrency_deltas=500, concurrency_min_events=5_000, concurrency_min_wall_s=0.0, peer_levels=(), idle_sessions=500, timeout=120.0,
 )
 
@@ -504,7 +504,7 @@ def scenario_tool_turn(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     with _servers(script, len(systems)) as servers:
         runs = run_round_robin(
             [(s, sv, params) for s, sv in zip(systems, servers)], "tool_turn", cfg.runs, cfg, log,
-            warmup={"turns": min(cfg.tool_turns, 5)}, pool=pool,
+            warmup={"turns": min(cfg.tool_turns, 3)}, pool=pool,
         )
     results: dict[str, Any] = {name: {"status": status} for name, status in skipped.items()}
     for name, r in runs.items():
