@@ -29,7 +29,7 @@ import resource
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "cpu",
     "current_rss",
     "emit",
+    "gather_batches",
     "more_batches",
     "peak_rss",
     "percentile",
@@ -134,6 +135,27 @@ def more_batches(params: Mapping[str, Any], done: int, wall_s: float) -> bool:
     ``params["batches"]`` batches (enough events) and streams for at least
     ``params["min_wall_s"]`` seconds (a run of a fraction of a second measures noise)."""
     return done < int(params.get("batches", 1)) or wall_s < float(params.get("min_wall_s", 0.0))
+
+
+async def gather_batches(
+    params: Mapping[str, Any], n: int, one: Callable[[float], Awaitable[float | None]]
+) -> dict[str, Any]:
+    """The asyncio peers' concurrency run: batches of ``n`` calls ``one(t0)`` at once
+    (``asyncio.gather``) while :func:`more_batches` says so; ``one`` returns its time to first
+    token in seconds (``None``: it saw no text)."""
+    import asyncio
+
+    ttfts: list[float] = []
+    used = wall = 0.0
+    base = baseline_rss()
+    batches = 0
+    while more_batches(params, batches, wall):
+        batches += 1
+        c0, t0 = cpu(), time.perf_counter()
+        out = await asyncio.gather(*(one(t0) for _ in range(n)))
+        wall, used = wall + time.perf_counter() - t0, used + cpu() - c0
+        ttfts += [t if t is not None else float("nan") for t in out]
+    return concurrency_result(n, used, wall, ttfts, base, batches=batches)
 
 
 def warmed(run: Callable[[dict[str, Any], int], dict[str, Any]]) -> Scenario:

@@ -16,7 +16,7 @@ from typing import Any
 from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, function_tool, set_tracing_disabled
 from openai import AsyncOpenAI
 
-from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, more_batches, run_cli, tool_names, warmed
+from ._common import TOOL_COUNT, cpu, gather_batches, run_cli, tool_names, warmed
 
 set_tracing_disabled(True)
 _RUN_CONFIG = RunConfig(tracing_disabled=True)
@@ -93,21 +93,14 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
-
     async def main() -> dict[str, Any]:
         agent, client = _agent(params)
-        ttfts: list[float] = []
-        used = wall = 0.0
+
+        async def one(t0: float) -> float | None:
+            return (await _run(agent, t0))[2]
+
         try:
-            base = baseline_rss()
-            batches = 0
-            while more_batches(params, batches, wall):
-                batches += 1
-                c0, t0 = cpu(), time.perf_counter()
-                out = await asyncio.gather(*(_run(agent, t0) for _ in range(n)))
-                wall, used = wall + time.perf_counter() - t0, used + cpu() - c0
-                ttfts += [o[2] if o[2] is not None else float("nan") for o in out]
-            return concurrency_result(n, used, wall, ttfts, base, batches=batches)
+            return await gather_batches(params, n, one)
         finally:
             await client.close()
 

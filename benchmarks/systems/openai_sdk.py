@@ -16,7 +16,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, more_batches, run_cli, tool_names, warmed
+from ._common import TOOL_COUNT, cpu, gather_batches, run_cli, tool_names, warmed
 
 _USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]}
 _TOOLS: list[Any] = [
@@ -99,21 +99,14 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
-
     async def main() -> dict[str, Any]:
         client = _client(params)
-        ttfts: list[float] = []
-        used = wall = 0.0
+
+        async def one(t0: float) -> float | None:
+            return (await _stream(client, t0, input=[_USER]))[2]
+
         try:
-            base = baseline_rss()
-            batches = 0
-            while more_batches(params, batches, wall):
-                batches += 1
-                c0, t0 = cpu(), time.perf_counter()
-                out = await asyncio.gather(*(_stream(client, t0, input=[_USER]) for _ in range(n)))
-                wall, used = wall + time.perf_counter() - t0, used + cpu() - c0
-                ttfts += [o[2] if o[2] is not None else float("nan") for o in out]
-            return concurrency_result(n, used, wall, ttfts, base, batches=batches)
+            return await gather_batches(params, n, one)
         finally:
             await client.close()
 

@@ -20,7 +20,7 @@ from pydantic_ai.messages import ToolReturnPart
 from pydantic_ai.models.openai import OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, more_batches, run_cli, tool_names, warmed
+from ._common import TOOL_COUNT, cpu, gather_batches, run_cli, tool_names, warmed
 
 
 def _tools() -> list[Tool[Any]]:
@@ -90,21 +90,14 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
-
     async def main() -> dict[str, Any]:
         agent, client = _agent(params)
-        ttfts: list[float] = []
-        used = wall = 0.0
+
+        async def one(t0: float) -> float | None:
+            return (await _run(agent, t0))[1]
+
         try:
-            base = baseline_rss()
-            batches = 0
-            while more_batches(params, batches, wall):
-                batches += 1
-                c0, t0 = cpu(), time.perf_counter()
-                out = await asyncio.gather(*(_run(agent, t0) for _ in range(n)))
-                wall, used = wall + time.perf_counter() - t0, used + cpu() - c0
-                ttfts += [o[1] if o[1] is not None else float("nan") for o in out]
-            return concurrency_result(n, used, wall, ttfts, base, batches=batches)
+            return await gather_batches(params, n, one)
         finally:
             await client.close()
 
