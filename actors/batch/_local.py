@@ -826,20 +826,9 @@ async def run_batch(
                     _STATS.reset(token_stats)
             interrupted = stats.pending > 0
         finally:
-            summary = BatchSummary(
-                total=stats.total,
-                skipped=stats.skipped,
-                completed=stats.completed,
-                failed=stats.failed,
-                aborted=stats.aborted,
-                wall_time=time.perf_counter() - started,
-                events=stats.events,
-                retries=stats.retries,
-                tool_calls=stats.tool_calls,
-                usage=usage,
-                cpu_time=time.process_time() - cpu_started,
-                interrupted=interrupted,
-                out_dir=os.fspath(out),
+            summary = stats.summary(
+                wall_time=time.perf_counter() - started, cpu_time=time.process_time() - cpu_started,
+                usage=usage, interrupted=interrupted, out_dir=os.fspath(out),
             )
             with trio.CancelScope(shield=True):
                 await _emit(progress, BatchFinished(summary))

@@ -383,6 +383,17 @@ class BatchStats:
         out["pending"] = self.pending
         return out
 
+    def summary(
+        self, *, wall_time: float, cpu_time: float, usage: Mapping[str, int], interrupted: bool, out_dir: str | None
+    ) -> BatchSummary:
+        """The :class:`BatchSummary` of these counters at the end of a run."""
+        return BatchSummary(
+            total=self.total, skipped=self.skipped, completed=self.completed, failed=self.failed,
+            aborted=self.aborted, wall_time=wall_time, events=self.events, retries=self.retries,
+            tool_calls=self.tool_calls, usage=dict(usage), cpu_time=cpu_time, interrupted=interrupted,
+            out_dir=out_dir,
+        )
+
 
 @attrs.frozen(kw_only=True)
 class BatchSummary:
