@@ -123,7 +123,9 @@ class Session:
 
     # --- public API ----------------------------------------------------------------------
 
-    async def submit(self, input: str | ResponseItem | Iterable[ResponseItem], *, turn_id: str | None = None) -> TurnHandle:
+    async def submit(
+        self, input: str | ResponseItem | Iterable[ResponseItem], *, turn_id: str | None = None
+    ) -> TurnHandle:
         """Queue a turn; a string becomes a user message. Returns at once (checkpoints) with a
         :class:`TurnHandle`. Raises :class:`trio.ClosedResourceError` after the session closed."""
         if isinstance(input, str):
@@ -267,7 +269,9 @@ async def open_session(
                     history,
                     _SessionSink(notifier, history),
                     prompt_config=prompt_config or PromptConfig(),
-                    tool_config=registry.tool_config(parallel_tool_calls=parallel_tool_calls) if len(registry) else ToolConfig(),
+                    tool_config=registry.tool_config(parallel_tool_calls=parallel_tool_calls)
+                    if len(registry)
+                    else ToolConfig(),
                     max_retries=retries,
                 )
                 session = Session(host=host, history=history, notifier=notifier, session_id=history.meta.session_id)

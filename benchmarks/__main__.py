@@ -28,7 +28,9 @@ from .systems import SYSTEMS
 __all__ = ["main"]
 
 
-def _names(values: list[str] | None, allowed: tuple[str, ...], what: str, parser: argparse.ArgumentParser) -> tuple[str, ...] | None:
+def _names(
+    values: list[str] | None, allowed: tuple[str, ...], what: str, parser: argparse.ArgumentParser
+) -> tuple[str, ...] | None:
     if not values:
         return None
     names = [n.strip() for v in values for n in v.split(",") if n.strip()]
@@ -40,11 +42,17 @@ def _names(values: list[str] | None, allowed: tuple[str, ...], what: str, parser
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; returns the exit status (0 also when a target is missed: see the report)."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes and 3 runs (CI smoke, under a minute)")
     parser.add_argument("--out", type=Path, help="output directory (default benchmarks/results/<timestamp>)")
-    parser.add_argument("--only", action="append", metavar="SCENARIO", help=f"run only these scenarios: {', '.join(SCENARIOS)}")
-    parser.add_argument("--systems", action="append", metavar="NAME", help=f"run only these systems: {', '.join(SYSTEMS)}")
+    parser.add_argument(
+        "--only", action="append", metavar="SCENARIO", help=f"run only these scenarios: {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--systems", action="append", metavar="NAME", help=f"run only these systems: {', '.join(SYSTEMS)}"
+    )
     parser.add_argument("--runs", type=int, help="measured runs per figure (default 5, --quick 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)

@@ -34,14 +34,15 @@ from actors.batch import BatchTask, read_results, run_batch
 from actors.model import ModelSettings
 
 
-
 @contextmanager
 def scripted_server_process(script: dict[str, Any]) -> Iterator[str]:
     """``python -m actors.scripted`` on a free loopback port; yields its base URL."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(script, f)
         path = f.name
-    proc = subprocess.Popen([sys.executable, "-m", "actors.scripted", "--port", "0", "--script", path], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.scripted", "--port", "0", "--script", path], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -112,7 +113,9 @@ async def _measure(mode: str, run: Any, tasks: list[BatchTask], out: str) -> dic
     }
 
 
-def measure(tasks_n: int, concurrency: int, workers: list[int], deltas: int, delay: float, batch_size: int) -> dict[str, Any]:
+def measure(
+    tasks_n: int, concurrency: int, workers: list[int], deltas: int, delay: float, batch_size: int
+) -> dict[str, Any]:
     import ray
 
     tasks = [BatchTask(id=f"t{i:05d}", input=f"task {i}") for i in range(tasks_n)]
@@ -141,7 +144,11 @@ def measure(tasks_n: int, concurrency: int, workers: list[int], deltas: int, del
                             ts, out_dir=out, concurrency=concurrency, model=model, workers=n, batch_size=batch_size
                         )
 
-                    rows.append(await _measure(f"ray, {n} worker{'s' if n > 1 else ''}", on_ray, tasks, os.path.join(out_root, f"ray{n}")))
+                    rows.append(
+                        await _measure(
+                            f"ray, {n} worker{'s' if n > 1 else ''}", on_ray, tasks, os.path.join(out_root, f"ray{n}")
+                        )
+                    )
                 return init
 
             try:
@@ -180,7 +187,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{result['tasks']} tasks, concurrency {result['concurrency']}, {result['deltas_per_task']} deltas "
             f"{result['delta_delay_s']}s apart, {result['cpus']} CPUs; ray.init {result['ray_init_s']} s (not counted)"
         )
-        print(f"{'mode':<16} {'wall s':>8} {'tasks/s':>8} {'driver CPU s':>13} {'workers CPU s':>14} {'task CPU ms':>12} {'machine CPU s':>14}")
+        print(
+            f"{'mode':<16} {'wall s':>8} {'tasks/s':>8} {'driver CPU s':>13} {'workers CPU s':>14} {'task CPU ms':>12} {'machine CPU s':>14}"
+        )
         for r in result["rows"]:
             print(
                 f"{r['mode']:<16} {r['wall_s']:>8} {r['tasks_per_s']:>8} {r['driver_cpu_s']:>13} {r['workers_cpu_s']:>14} "

@@ -7,7 +7,7 @@ API's events: ``sequence_number``, ``item_id``, indices, ``delta``, ``logprobs``
 
 (a) the floor: httpx's own incremental text + line decoders (what ``Response.iter_lines`` does)
     and ``json.loads`` on every ``data:`` line — no dispatch, no kernel objects;
-(b) :class:`actors._responses.ResponsesStreamDecoder` — SSE splitting, typed decoding and the
+(b) :class:`actors.model._responses.ResponsesStreamDecoder` — SSE splitting, typed decoding and the
     kernel's :mod:`kernel.stream` event objects;
 (c) for reference, the two stages of (b) alone: the SSE splitter, and the splitter plus the
     msgspec struct decode (no event objects).
@@ -28,11 +28,26 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from actors._responses import ResponsesStreamDecoder, _decode_event  # noqa: E402
-from actors._sse import SSEDecoder  # noqa: E402
+from actors.model._responses import ResponsesStreamDecoder, _decode_event
+from actors.model._sse import SSEDecoder
 
-WORDS = ("The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".",
-         " Ünïcødé", " \"quoted\"", " tab\t", " newline\n", " 42")
+WORDS = (
+    "The",
+    " quick",
+    " brown",
+    " fox",
+    " jumps",
+    " over",
+    " the",
+    " lazy",
+    " dog",
+    ".",
+    " Ünïcødé",
+    ' "quoted"',
+    " tab\t",
+    " newline\n",
+    " 42",
+)
 
 
 def build_stream(n_deltas: int) -> bytes:
@@ -48,26 +63,66 @@ def build_stream(n_deltas: int) -> bytes:
         body = json.dumps(event, separators=(",", ":"))
         parts.append(f"event: {event['type']}\ndata: {body}\n\n".encode())
 
-    emit({"type": "response.created", "response": {"id": "resp_1", "object": "response",
-                                                   "status": "in_progress", "output": []}})
-    emit({"type": "response.output_item.added", "output_index": 0,
-          "item": {"id": item_id, "type": "message", "status": "in_progress",
-                   "role": "assistant", "content": []}})
+    emit(
+        {
+            "type": "response.created",
+            "response": {"id": "resp_1", "object": "response", "status": "in_progress", "output": []},
+        }
+    )
+    emit(
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []},
+        }
+    )
     text: list[str] = []
     for i in range(n_deltas):
         delta = WORDS[i % len(WORDS)]
         text.append(delta)
-        emit({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0,
-              "content_index": 0, "delta": delta, "logprobs": [], "obfuscation": "x7Qp2"})
+        emit(
+            {
+                "type": "response.output_text.delta",
+                "item_id": item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": delta,
+                "logprobs": [],
+                "obfuscation": "x7Qp2",
+            }
+        )
     full = "".join(text)
-    emit({"type": "response.output_item.done", "output_index": 0,
-          "item": {"id": item_id, "type": "message", "status": "completed", "role": "assistant",
-                   "content": [{"type": "output_text", "text": full, "annotations": []}]}})
-    emit({"type": "response.completed", "response": {
-        "id": "resp_1", "object": "response", "status": "completed", "output": [],
-        "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
-                  "output_tokens": n_deltas, "output_tokens_details": {"reasoning_tokens": 0},
-                  "total_tokens": 10 + n_deltas}}})
+    emit(
+        {
+            "type": "response.output_item.done",
+            "output_index": 0,
+            "item": {
+                "id": item_id,
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": full, "annotations": []}],
+            },
+        }
+    )
+    emit(
+        {
+            "type": "response.completed",
+            "response": {
+                "id": "resp_1",
+                "object": "response",
+                "status": "completed",
+                "output": [],
+                "usage": {
+                    "input_tokens": 10,
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens": n_deltas,
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                    "total_tokens": 10 + n_deltas,
+                },
+            },
+        }
+    )
     return b"".join(parts)
 
 
@@ -81,7 +136,7 @@ def split(data: bytes, size: int) -> list[bytes]:
 def _httpx_decoders() -> tuple[Callable[[], object], Callable[[], object]] | None:
     try:
         from httpx._decoders import LineDecoder, TextDecoder
-    except Exception:  # noqa: BLE001 — private API; fall back to an equivalent
+    except Exception:
         return None
     return TextDecoder, LineDecoder
 
@@ -156,8 +211,9 @@ def sse_and_struct(chunks: list[bytes]) -> int:
     return count
 
 
-def measure_interleaved(fns: list[Callable[[list[bytes]], int]], chunks: list[bytes],
-                        n_events: int, runs: int) -> list[list[float]]:
+def measure_interleaved(
+    fns: list[Callable[[list[bytes]], int]], chunks: list[bytes], n_events: int, runs: int
+) -> list[list[float]]:
     """CPU µs per event of each function, ``runs`` samples each, interleaved (a, b, c, a, b, c,
     ...) so that load drift on a shared machine hits all of them alike. One warm-up each."""
     for fn in fns:
@@ -186,14 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     stream = build_stream(args.events)
     chunks = split(stream, args.chunk)
     n_events = args.events + 4  # created, item added, item done, completed
-    print(f"stream: {n_events} events, {len(stream) / 1024:.0f} KiB in {len(chunks)} reads of "
-          f"{args.chunk} B; median of {runs} runs, CPU time (process_time)")
+    print(
+        f"stream: {n_events} events, {len(stream) / 1024:.0f} KiB in {len(chunks)} reads of "
+        f"{args.chunk} B; median of {runs} runs, CPU time (process_time)"
+    )
     if _httpx_decoders() is None:
         print("note: httpx's private decoders not importable; using an equivalent line splitter")
 
-    fa, fb, fs, fsj = measure_interleaved(
-        [floor, kernel_decoder, sse_only, sse_and_struct], chunks, n_events, runs
-    )
+    fa, fb, fs, fsj = measure_interleaved([floor, kernel_decoder, sse_only, sse_and_struct], chunks, n_events, runs)
     a, b, sp, sj = (statistics.median(x) for x in (fa, fb, fs, fsj))
     ratio = statistics.median(y / x for x, y in zip(fa, fb))
     print(f"(a) floor: httpx iter_lines + json.loads       {a:6.2f} µs/event")

@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"sampling request (1 turn, 1 request): median {result['sampling_request_us']:.1f} µs CPU "
-              f"(min {result['sampling_request_us_min']:.1f}, max {result['sampling_request_us_max']:.1f})")
+        print(
+            f"sampling request (1 turn, 1 request): median {result['sampling_request_us']:.1f} µs CPU "
+            f"(min {result['sampling_request_us_min']:.1f}, max {result['sampling_request_us_max']:.1f})"
+        )
         print(f"tool turn (10 parallel no-op calls + follow-up): median {result['tool_turn_us']:.1f} µs CPU")
         print(f"per tool call overhead: {result['tool_call_us']:.1f} µs CPU")
     return result

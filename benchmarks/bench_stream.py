@@ -35,7 +35,11 @@ __all__ = ["floor_run", "kernel_run", "measure", "main", "scripted_server_proces
 
 async def floor_run(base_url: str) -> tuple[float, int]:
     """CPU seconds and SSE events for httpx lines + json.loads."""
-    body = {"model": "m", "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]}], "stream": True}
+    body = {
+        "model": "m",
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]}],
+        "stream": True,
+    }
     async with httpx.AsyncClient(timeout=None) as client:
         start = time.process_time()
         events = 0

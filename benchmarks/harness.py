@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -60,8 +60,19 @@ __all__ = [
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("streaming", "tool_turn", "concurrency", "idle")
 PACKAGES = (
-    "trio-agent-kernel", "trio", "attrs", "httpx", "httpcore", "h11", "msgspec",
-    "openai", "openai-agents", "pydantic-ai-slim", "pydantic", "httpx2", "matplotlib",
+    "trio-agent-kernel",
+    "trio",
+    "attrs",
+    "httpx",
+    "httpcore",
+    "h11",
+    "msgspec",
+    "openai",
+    "openai-agents",
+    "pydantic-ai-slim",
+    "pydantic",
+    "httpx2",
+    "matplotlib",
 )
 
 Log = Callable[[str], None]
@@ -94,12 +105,30 @@ class Config:
 
 
 FULL = Config(
-    quick=False, runs=5, stream_deltas=20_000, tool_turns=200, levels=(1, 10, 100, 1000),
-    concurrency_deltas=500, concurrency_min_events=20_000, concurrency_min_wall_s=1.0, peer_levels=(1, 10, 100), idle_sessions=10_000, timeout=900.0,
+    quick=False,
+    runs=5,
+    stream_deltas=20_000,
+    tool_turns=200,
+    levels=(1, 10, 100, 1000),
+    concurrency_deltas=500,
+    concurrency_min_events=20_000,
+    concurrency_min_wall_s=1.0,
+    peer_levels=(1, 10, 100),
+    idle_sessions=10_000,
+    timeout=900.0,
 )
 QUICK = Config(
-    quick=True, runs=3, stream_deltas=2_000, tool_turns=8, levels=(1, 10, 50),
-    concurrency_deltas=500, concurrency_min_events=5_000, concurrency_min_wall_s=0.0, peer_levels=(), idle_sessions=500, timeout=120.0,
+    quick=True,
+    runs=3,
+    stream_deltas=2_000,
+    tool_turns=8,
+    levels=(1, 10, 50),
+    concurrency_deltas=500,
+    concurrency_min_events=5_000,
+    concurrency_min_wall_s=0.0,
+    peer_levels=(),
+    idle_sessions=500,
+    timeout=120.0,
 )
 
 
@@ -225,7 +254,7 @@ class Worker:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.startswith(PREFIX):
-                self._lines.put(line[len(PREFIX):])
+                self._lines.put(line[len(PREFIX) :])
         self._lines.put(None)
 
     def _message(self) -> dict[str, Any]:
@@ -328,8 +357,14 @@ class Pool:
 
 
 def run_round_robin(
-    specs: list[tuple[System, ServerProcess, dict[str, Any]]], scenario: str, runs: int, cfg: Config, log: Log,
-    *, warmup: bool | dict[str, Any] = True, pool: Pool | None = None,
+    specs: list[tuple[System, ServerProcess, dict[str, Any]]],
+    scenario: str,
+    runs: int,
+    cfg: Config,
+    log: Log,
+    *,
+    warmup: bool | dict[str, Any] = True,
+    pool: Pool | None = None,
 ) -> dict[str, SystemRuns]:
     """One worker per spec ``(system, server, params)`` (from ``pool``, or started here and
     closed at the end), one warm-up run each, then ``runs`` rounds of one measured run per system
@@ -467,7 +502,9 @@ def scenario_streaming(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     script = streaming_script(cfg.stream_deltas)
     n_events = sse_event_count(script)[0]
     systems, skipped = _specs(cfg, "streaming")
-    log(f"  streaming: {cfg.stream_deltas} deltas ({n_events} SSE events) × {cfg.runs} runs: {', '.join(s.name for s in systems)}")
+    log(
+        f"  streaming: {cfg.stream_deltas} deltas ({n_events} SSE events) × {cfg.runs} runs: {', '.join(s.name for s in systems)}"
+    )
     load0 = _load()
     with scripted_server_process(script) as server:
         runs = run_round_robin([(s, server, {}) for s in systems], "streaming", cfg.runs, cfg, log, pool=pool)
@@ -490,21 +527,31 @@ def scenario_streaming(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     paired = {"kernel_to_floor": _paired(cpu.get("kernel"), cpu.get("floor"))}
     return {
         "params": {"deltas": cfg.stream_deltas, "sse_events": n_events, "runs": cfg.runs, "chunk_chars": 4},
-        "results": results, "ratios": ratios, "paired_ratios": paired, "load_avg": {"start": load0, "end": _load()},
+        "results": results,
+        "ratios": ratios,
+        "paired_ratios": paired,
+        "load_avg": {"start": load0, "end": _load()},
     }
 
 
 def scenario_tool_turn(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     script = tool_turn_script()
     systems, skipped = _specs(cfg, "tool_turn")
-    log(f"  tool_turn: {cfg.tool_turns} turns of {TOOL_COUNT} parallel calls × {cfg.runs} runs: {', '.join(s.name for s in systems)}")
+    log(
+        f"  tool_turn: {cfg.tool_turns} turns of {TOOL_COUNT} parallel calls × {cfg.runs} runs: {', '.join(s.name for s in systems)}"
+    )
     load0 = _load()
     params = {"turns": cfg.tool_turns}
     # one server per system: the script's cursor (calls, answer, calls, ...) is per server
     with _servers(script, len(systems)) as servers:
         runs = run_round_robin(
-            [(s, sv, params) for s, sv in zip(systems, servers)], "tool_turn", cfg.runs, cfg, log,
-            warmup={"turns": min(cfg.tool_turns, 3)}, pool=pool,
+            [(s, sv, params) for s, sv in zip(systems, servers)],
+            "tool_turn",
+            cfg.runs,
+            cfg,
+            log,
+            warmup={"turns": min(cfg.tool_turns, 3)},
+            pool=pool,
         )
     results: dict[str, Any] = {name: {"status": status} for name, status in skipped.items()}
     for name, r in runs.items():
@@ -518,7 +565,10 @@ def scenario_tool_turn(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     paired = {f"{n}_to_kernel": _paired(cpu.get(n), cpu.get("kernel")) for n in results if n != "kernel"}
     return {
         "params": {"turns": cfg.tool_turns, "tools_per_turn": TOOL_COUNT, "requests_per_turn": 2, "runs": cfg.runs},
-        "results": results, "ratios": ratios, "paired_ratios": paired, "load_avg": {"start": load0, "end": _load()},
+        "results": results,
+        "ratios": ratios,
+        "paired_ratios": paired,
+        "load_avg": {"start": load0, "end": _load()},
     }
 
 
@@ -542,8 +592,10 @@ def scenario_concurrency(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
         for level in cfg.levels:
             here = [s for s in systems if s.name in ("kernel", "floor") or level in cfg.peer_levels]
             batches = max(1, math.ceil(cfg.concurrency_min_events / (level * n_events)))
-            log(f"  concurrency: {level} sessions × {cfg.concurrency_deltas} deltas"
-                f"{f' × {batches} batches' if batches > 1 else ''} × {cfg.runs} runs: {', '.join(s.name for s in here)}")
+            log(
+                f"  concurrency: {level} sessions × {cfg.concurrency_deltas} deltas"
+                f"{f' × {batches} batches' if batches > 1 else ''} × {cfg.runs} runs: {', '.join(s.name for s in here)}"
+            )
             params = {"sessions": level, "batches": batches, "min_wall_s": cfg.concurrency_min_wall_s}
             runs = run_fresh([(s, server, params) for s in here], "concurrency", cfg.runs, cfg, log)
             for name, r in runs.items():
@@ -563,8 +615,13 @@ def scenario_concurrency(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
                     )
                     # /proc counts clock ticks (10 ms): meaningless for a short run
                     entry["server_cpu_pct"] = stats(
-                        [s["server_cpu_s"] / s["wall_s"] if s.get("server_cpu_s") is not None and s["wall_s"] >= 0.5 else None
-                         for s in r.samples], 100
+                        [
+                            s["server_cpu_s"] / s["wall_s"]
+                            if s.get("server_cpu_s") is not None and s["wall_s"] >= 0.5
+                            else None
+                            for s in r.samples
+                        ],
+                        100,
                     )
                 results[name]["levels"][str(level)] = entry
     kernel = results.get("kernel", {}).get("levels", {})
@@ -572,10 +629,18 @@ def scenario_concurrency(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     tput = {lvl: e.get("events_per_s") for lvl, e in kernel.items()}
     ratios = {f"kernel_{top}_to_10": _ratio(tput.get(top), tput.get("10")) if "10" in tput else None}
     return {
-        "params": {"levels": list(cfg.levels), "peer_levels": list(cfg.peer_levels), "deltas": cfg.concurrency_deltas,
-                   "sse_events_per_session": n_events, "min_events_per_run": cfg.concurrency_min_events,
-                   "min_wall_s_per_run": cfg.concurrency_min_wall_s, "runs": cfg.runs},
-        "results": results, "ratios": ratios, "load_avg": {"start": load0, "end": _load()},
+        "params": {
+            "levels": list(cfg.levels),
+            "peer_levels": list(cfg.peer_levels),
+            "deltas": cfg.concurrency_deltas,
+            "sse_events_per_session": n_events,
+            "min_events_per_run": cfg.concurrency_min_events,
+            "min_wall_s_per_run": cfg.concurrency_min_wall_s,
+            "runs": cfg.runs,
+        },
+        "results": results,
+        "ratios": ratios,
+        "load_avg": {"start": load0, "end": _load()},
     }
 
 
@@ -590,7 +655,11 @@ def scenario_idle(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
         sessions = run_fresh([(s, server, {"sessions": n}) for s in systems], "idle", cfg.runs, cfg, log)
         log(f"  idle: {n} bare waiting tasks (the benchmark's own holder task, for reference)")
         tasks = run_fresh(
-            [(s, server, {"sessions": n, "tasks_only": True}) for s in systems], "idle", 1 if cfg.quick else cfg.runs, cfg, log
+            [(s, server, {"sessions": n, "tasks_only": True}) for s in systems],
+            "idle",
+            1 if cfg.quick else cfg.runs,
+            cfg,
+            log,
         )
     for s in systems:
         r, t = sessions[s.name], tasks[s.name]
@@ -602,7 +671,11 @@ def scenario_idle(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
             entry["rss_open_mib"] = stats([x["rss_open"] for x in r.samples], 1 / 2**20)
             log(f"    {s.name}: {entry['rss_per_session_kib']['median']:.1f} KiB per idle session")
         results[s.name] = entry
-    return {"params": {"sessions": n, "runs": cfg.runs}, "results": results, "load_avg": {"start": load0, "end": _load()}}
+    return {
+        "params": {"sessions": n, "runs": cfg.runs},
+        "results": results,
+        "load_avg": {"start": load0, "end": _load()},
+    }
 
 
 _RUNNERS: dict[str, Callable[[Config, Log, Pool], dict[str, Any]]] = {
@@ -631,9 +704,21 @@ def targets(scenarios: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
     """The issue's targets, each with the measured value and a verdict."""
     out: list[dict[str, Any]] = []
 
-    def add(name: str, value: float | None, target: float, worst: float | None, higher: bool, unit: str, why: str = "") -> None:
-        out.append({"target": name, "value": value, "goal": target, "worst": worst, "higher_is_better": higher,
-                    "unit": unit, "verdict": _verdict(value, target, worst, higher), "note": why})
+    def add(
+        name: str, value: float | None, target: float, worst: float | None, higher: bool, unit: str, why: str = ""
+    ) -> None:
+        out.append(
+            {
+                "target": name,
+                "value": value,
+                "goal": target,
+                "worst": worst,
+                "higher_is_better": higher,
+                "unit": unit,
+                "verdict": _verdict(value, target, worst, higher),
+                "note": why,
+            }
+        )
 
     st = scenarios.get("streaming")
     if st:
@@ -656,7 +741,15 @@ def targets(scenarios: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
     if idle:
         k = idle["results"].get("kernel", {}).get("rss_per_session_kib")
         note = "" if idle["params"]["sessions"] >= 10_000 else f"--quick: {idle['params']['sessions']} sessions"
-        add(f"idle: kernel RSS per open session at {idle['params']['sessions']}", k["median"] if k else None, 20, 50, False, "KiB", note)
+        add(
+            f"idle: kernel RSS per open session at {idle['params']['sessions']}",
+            k["median"] if k else None,
+            20,
+            50,
+            False,
+            "KiB",
+            note,
+        )
     return out
 
 
@@ -693,8 +786,19 @@ def environment() -> dict[str, Any]:
             packages[d] = None
     git: dict[str, Any] = {}
     try:
-        git["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip() or None
-        status = subprocess.run(["git", "status", "--porcelain", "--", "kernel", "actors"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
+        git["commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "kernel", "actors"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         git["kernel_or_actors_modified"] = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         pass
@@ -720,14 +824,15 @@ def run_benchmarks(cfg: Config, log: Log) -> dict[str, Any]:
     started = time.time()
     doc: dict[str, Any] = {
         "schema": 1,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": sys.argv,
         "config": asdict(cfg),
         "environment": environment(),
         "load_avg": {"start": _load()},
         "systems": {
             name: {"label": s.label, "note": s.note, "installed": installed(s), "scenarios": list(s.scenarios)}
-            for name, s in SYSTEMS.items() if name in cfg.systems
+            for name, s in SYSTEMS.items()
+            if name in cfg.systems
         },
         "scenarios": {},
     }

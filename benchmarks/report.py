@@ -63,13 +63,20 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
     add = lines.append
     add(f"# trio-agent-kernel benchmarks — {doc['date']}")
     add("")
-    add(f"`{' '.join(['python -m benchmarks', *doc['argv'][1:]])}`" + (" (**--quick**: small sizes, a smoke test, not figures to quote)" if cfg["quick"] else ""))
+    add(
+        f"`{' '.join(['python -m benchmarks', *doc['argv'][1:]])}`"
+        + (" (**--quick**: small sizes, a smoke test, not figures to quote)" if cfg["quick"] else "")
+    )
     add("")
-    add(f"- **Machine**: {m['cpu_model']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable), {m['ram_gib']} GiB RAM")
+    add(
+        f"- **Machine**: {m['cpu_model']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable), {m['ram_gib']} GiB RAM"
+    )
     add(f"- **OS / Python**: {env['os']}; {env['python']}")
     la = doc["load_avg"]
-    add(f"- **Load average** (1, 5, 15 min): {la['start']} at the start, {la.get('end')} at the end "
-        "(the machine may be shared: a load above the core count inflates wall times, and CPU times somewhat)")
+    add(
+        f"- **Load average** (1, 5, 15 min): {la['start']} at the start, {la.get('end')} at the end "
+        "(the machine may be shared: a load above the core count inflates wall times, and CPU times somewhat)"
+    )
     git = env.get("git", {})
     if git.get("commit"):
         dirty = " (kernel/ or actors/ modified in the work tree)" if git.get("kernel_or_actors_modified") else ""
@@ -79,10 +86,12 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
     missing = [k for k, v in env["packages"].items() if not v]
     if missing:
         add(f"- **Not installed**: {', '.join(missing)}")
-    add(f"- **Method**: the scripted server runs in its own process; each system runs in its own subprocess; "
+    add(
+        f"- **Method**: the scripted server runs in its own process; each system runs in its own subprocess; "
         f"CPU is `time.process_time()` of the client process; one warm-up run, then {cfg['runs']} measured runs "
         "interleaved round-robin across systems; figures are medians with min – max; ratios divide medians "
-        f"measured in this one invocation. Took {doc.get('seconds', '?')} s.")
+        f"measured in this one invocation. Took {doc.get('seconds', '?')} s."
+    )
     add("")
 
     if doc.get("targets"):
@@ -95,7 +104,9 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
             worst = f"{cmp} {_fmt(t['worst'])} {t['unit']}" if t["worst"] is not None else "—"
             verdict = f"**{t['verdict']}**" if t["verdict"].startswith("missed") else t["verdict"]
             note = f" ({t['note']})" if t.get("note") else ""
-            add(f"| {t['target']}{note} | {cmp} {_fmt(t['goal'])} {t['unit']} | {worst} | {_fmt(t['value'])} {t['unit'] if t['value'] is not None else ''} | {verdict} |")
+            add(
+                f"| {t['target']}{note} | {cmp} {_fmt(t['goal'])} {t['unit']} | {worst} | {_fmt(t['value'])} {t['unit'] if t['value'] is not None else ''} | {verdict} |"
+            )
         add("")
 
     st = sc.get("streaming")
@@ -119,19 +130,25 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
             med, spread = _stat(cpu)
             tmed, tspread = _stat(e["ttft_ms"])
             seen = sorted(set(x for x in e.get("deltas_seen", []) if x is not None))
-            add(f"| {_label(doc, name)} | {med} | {spread} | {_ratio(cpu['median'] / floor if floor else None)} | "
-                f"{_ratio(cpu['median'] / kern if kern else None)} | {tmed} | {tspread} | {', '.join(f'{x:,}' for x in seen)} |")
+            add(
+                f"| {_label(doc, name)} | {med} | {spread} | {_ratio(cpu['median'] / floor if floor else None)} | "
+                f"{_ratio(cpu['median'] / kern if kern else None)} | {tmed} | {tspread} | {', '.join(f'{x:,}' for x in seen)} |"
+            )
         pr = st.get("paired_ratios", {}).get("kernel_to_floor")
         if pr:
             add("")
-            add(f"Kernel ÷ floor per round (paired, same load): median {_fmt(pr['median'])}×, min {_fmt(pr['min'])}×, max {_fmt(pr['max'])}×.")
+            add(
+                f"Kernel ÷ floor per round (paired, same load): median {_fmt(pr['median'])}×, min {_fmt(pr['min'])}×, max {_fmt(pr['max'])}×."
+            )
         add(f"Load average: {st['load_avg']['start']} → {st['load_avg']['end']}.")
         add("")
 
     tt = sc.get("tool_turn")
     if tt:
         p = tt["params"]
-        add(f"## 2. Tool turn — the model calls {p['tools_per_turn']} no-op tools at once, then answers; {p['turns']} turns per run")
+        add(
+            f"## 2. Tool turn — the model calls {p['tools_per_turn']} no-op tools at once, then answers; {p['turns']} turns per run"
+        )
         add("")
         add("Client CPU per turn (µs; a turn is two streamed requests and ten tool calls) and wall time per turn (ms).")
         add("")
@@ -146,16 +163,21 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
                 continue
             med, spread = _stat(e["cpu_us_per_turn"])
             wmed, wspread = _stat(e["wall_ms_per_turn"])
-            add(f"| {_label(doc, name)} | {med} | {spread} | {_ratio(e['cpu_us_per_turn']['median'] / kern if kern else None)} | {wmed} | {wspread} |")
+            add(
+                f"| {_label(doc, name)} | {med} | {spread} | {_ratio(e['cpu_us_per_turn']['median'] / kern if kern else None)} | {wmed} | {wspread} |"
+            )
         add(f"\nLoad average: {tt['load_avg']['start']} → {tt['load_avg']['end']}.")
         add("")
 
     cc = sc.get("concurrency")
     if cc:
         p = cc["params"]
-        add(f"## 3. Concurrency — N sessions at once, each streaming {p['deltas']} deltas ({p['sse_events_per_session']} SSE events)")
+        add(
+            f"## 3. Concurrency — N sessions at once, each streaming {p['deltas']} deltas ({p['sse_events_per_session']} SSE events)"
+        )
         add("")
-        add("The kernel's sessions share one ModelActor (one HTTP client). A batch opens N sessions (not timed), "
+        add(
+            "The kernel's sessions share one ModelActor (one HTTP client). A batch opens N sessions (not timed), "
             "starts one turn in each at once and waits for them all; a run repeats batches until it has streamed "
             f"{p.get('min_events_per_run', 0):,} events and lasted {p.get('min_wall_s_per_run', 0):g} s (the batches "
             "column: the median run's count; a run of a fraction of a second measures noise). Aggregate events/s = events ÷ the batches' "
@@ -163,9 +185,16 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
             "(peak − RSS before the sessions) ÷ N, shown from 100 sessions up (below, a few MiB of allocator noise "
             "swamp it); the scripted server's CPU time as a share of the wall time (near 100 %: the single-threaded "
             "server is the bottleneck; — for runs too short for /proc's 10 ms ticks)."
-            + (f" Peers run at {', '.join(map(str, p['peer_levels']))} sessions." if p["peer_levels"] else " Peers not run at these levels."))
+            + (
+                f" Peers run at {', '.join(map(str, p['peer_levels']))} sessions."
+                if p["peer_levels"]
+                else " Peers not run at these levels."
+            )
+        )
         add("")
-        add("| system | sessions | batches | events/s | min – max | CPU µs/event | TTFT p50 ms | TTFT p99 ms | peak RSS MiB | RSS/session KiB | server CPU % of wall |")
+        add(
+            "| system | sessions | batches | events/s | min – max | CPU µs/event | TTFT p50 ms | TTFT p99 ms | peak RSS MiB | RSS/session KiB | server CPU % of wall |"
+        )
         add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         res = cc["results"]
         for name in _ordered(res):
@@ -179,9 +208,11 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
                     continue
                 med, spread = _stat(le["events_per_s"])
                 per_session = _fmt(_median(le["rss_per_session_kib"])) if int(level) >= 100 else "—"
-                add(f"| {_label(doc, name)} | {int(level):,} | {le.get('batches', 1)} | {med} | {spread} | {_fmt(_median(le['cpu_us_per_event']))} | "
+                add(
+                    f"| {_label(doc, name)} | {int(level):,} | {le.get('batches', 1)} | {med} | {spread} | {_fmt(_median(le['cpu_us_per_event']))} | "
                     f"{_fmt(_median(le['ttft_p50_ms']))} | {_fmt(_median(le['ttft_p99_ms']))} | {_fmt(_median(le['peak_rss_mib']))} | "
-                    f"{per_session} | {_fmt(_median(le.get('server_cpu_pct')), 2)} |")
+                    f"{per_session} | {_fmt(_median(le.get('server_cpu_pct')), 2)} |"
+                )
         for k, v in cc["ratios"].items():
             add(f"\n{k.replace('_', ' ')}: {_ratio(v)}")
         add(f"\nLoad average: {cc['load_avg']['start']} → {cc['load_avg']['end']}.")
@@ -192,11 +223,15 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         n = idle["params"]["sessions"]
         add(f"## 4. Idle memory — {n:,} open idle sessions sharing one ModelActor")
         add("")
-        add("Current RSS (`/proc/self/statm`, after `gc.collect()`) with the sessions open minus before, ÷ N; "
+        add(
+            "Current RSS (`/proc/self/statm`, after `gc.collect()`) with the sessions open minus before, ÷ N; "
             "a fresh process per run. The holder-task column is the benchmark's own cost per session (a bare Trio "
-            "task waiting on an event), included in the first column.")
+            "task waiting on an event), included in the first column."
+        )
         add("")
-        add("| system | RSS/session KiB | min – max | holder task KiB | net of holder KiB | open CPU µs/session | RSS with all open MiB |")
+        add(
+            "| system | RSS/session KiB | min – max | holder task KiB | net of holder KiB | open CPU µs/session | RSS with all open MiB |"
+        )
         add("| --- | --- | --- | --- | --- | --- | --- |")
         for name in _ordered(idle["results"]):
             e = idle["results"][name]
@@ -206,7 +241,9 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
             med, spread = _stat(e["rss_per_session_kib"])
             hold = _median(e["holder_task_kib"])
             net = e["rss_per_session_kib"]["median"] - hold if hold is not None else None
-            add(f"| {_label(doc, name)} | {med} | {spread} | {_fmt(hold)} | {_fmt(net)} | {_fmt(_median(e['open_cpu_us_per_session']))} | {_fmt(_median(e['rss_open_mib']))} |")
+            add(
+                f"| {_label(doc, name)} | {med} | {spread} | {_fmt(hold)} | {_fmt(net)} | {_fmt(_median(e['open_cpu_us_per_session']))} | {_fmt(_median(e['rss_open_mib']))} |"
+            )
         add(f"\nLoad average: {idle['load_avg']['start']} → {idle['load_avg']['end']}.")
         add("")
 
@@ -245,7 +282,13 @@ def write_png(doc: dict[str, Any], path: Path) -> bool:
         return False
     sc = doc["scenarios"]
     fig, axes = plt.subplots(2, 3, figsize=(17, 10))
-    colors = {"floor": "#7f7f7f", "kernel": "#d62728", "openai_sdk": "#1f77b4", "agents_sdk": "#2ca02c", "pydantic_ai": "#9467bd"}
+    colors = {
+        "floor": "#7f7f7f",
+        "kernel": "#d62728",
+        "openai_sdk": "#1f77b4",
+        "agents_sdk": "#2ca02c",
+        "pydantic_ai": "#9467bd",
+    }
 
     def bars(ax: Any, results: dict[str, Any], key: str, title: str, ylabel: str) -> None:
         names = [n for n in _ordered(results) if results[n]["status"] == "ok" and results[n].get(key)]
@@ -262,24 +305,44 @@ def write_png(doc: dict[str, Any], path: Path) -> bool:
         if max(meds) / max(min(meds), 1e-12) > 30:
             ax.set_yscale("log")
         for x, v in zip(xs, meds):
-            ax.annotate(_fmt(v), (x, v), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+            ax.annotate(
+                _fmt(v), (x, v), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points"
+            )
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         skipped = [n for n in results if results[n]["status"] != "ok"]
         if skipped:
-            ax.text(0.01, 0.98, "not shown: " + ", ".join(f"{n} ({results[n]['status']})" for n in skipped),
-                    transform=ax.transAxes, fontsize=7, va="top")
+            ax.text(
+                0.01,
+                0.98,
+                "not shown: " + ", ".join(f"{n} ({results[n]['status']})" for n in skipped),
+                transform=ax.transAxes,
+                fontsize=7,
+                va="top",
+            )
 
     st = sc.get("streaming")
     if st:
-        bars(axes[0][0], st["results"], "cpu_us_per_event", f"Streaming: client CPU per SSE event\n({st['params']['sse_events']:,} events)", "µs / event (min–max bars)")
+        bars(
+            axes[0][0],
+            st["results"],
+            "cpu_us_per_event",
+            f"Streaming: client CPU per SSE event\n({st['params']['sse_events']:,} events)",
+            "µs / event (min–max bars)",
+        )
         bars(axes[0][2], st["results"], "ttft_ms", "Streaming: time to first token", "ms (wall)")
     else:
         axes[0][0].set_axis_off()
         axes[0][2].set_axis_off()
     tt = sc.get("tool_turn")
     if tt:
-        bars(axes[0][1], tt["results"], "cpu_us_per_turn", f"Tool turn: client CPU per turn\n({tt['params']['tools_per_turn']} parallel calls, 2 requests)", "µs / turn (min–max bars)")
+        bars(
+            axes[0][1],
+            tt["results"],
+            "cpu_us_per_turn",
+            f"Tool turn: client CPU per turn\n({tt['params']['tools_per_turn']} parallel calls, 2 requests)",
+            "µs / turn (min–max bars)",
+        )
     else:
         axes[0][1].set_axis_off()
 
@@ -298,7 +361,13 @@ def write_png(doc: dict[str, Any], path: Path) -> bool:
             ax_l.plot(xs, [levels[x]["ttft_p99_ms"]["median"] for x in xs], "s--", color=c, label=f"{label} p99")
             big = [x for x in xs if x >= 100]
             if big:
-                ax_m.plot(big, [max(levels[x]["rss_per_session_kib"]["median"], 0.1) for x in big], "o-", color=c, label=f"{label} (streaming, peak)")
+                ax_m.plot(
+                    big,
+                    [max(levels[x]["rss_per_session_kib"]["median"], 0.1) for x in big],
+                    "o-",
+                    color=c,
+                    label=f"{label} (streaming, peak)",
+                )
         ax_t.set_title("Throughput vs concurrency", fontsize=10)
         ax_t.set_xlabel("concurrent sessions")
         ax_t.set_ylabel("aggregate SSE events / s")
@@ -317,9 +386,22 @@ def write_png(doc: dict[str, Any], path: Path) -> bool:
     idle = sc.get("idle")
     if idle and idle["results"].get("kernel", {}).get("status") == "ok":
         k = idle["results"]["kernel"]["rss_per_session_kib"]
-        ax_m.errorbar([idle["params"]["sessions"]], [k["median"]], yerr=[[k["median"] - k["min"]], [k["max"] - k["median"]]],
-                      fmt="D", color=colors["kernel"], capsize=4, label="trio-agent-kernel (idle)")
-        ax_m.annotate(_fmt(k["median"]) + " KiB", (idle["params"]["sessions"], k["median"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax_m.errorbar(
+            [idle["params"]["sessions"]],
+            [k["median"]],
+            yerr=[[k["median"] - k["min"]], [k["max"] - k["median"]]],
+            fmt="D",
+            color=colors["kernel"],
+            capsize=4,
+            label="trio-agent-kernel (idle)",
+        )
+        ax_m.annotate(
+            _fmt(k["median"]) + " KiB",
+            (idle["params"]["sessions"], k["median"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax_m.axhline(20, color="black", linestyle=":", linewidth=1, label="target 20 KiB (idle)")
     ax_m.axhline(50, color="black", linestyle="--", linewidth=0.8, label="worst 50 KiB (idle)")
     ax_m.set_title("Memory per session", fontsize=10)
@@ -342,21 +424,36 @@ def write_png(doc: dict[str, Any], path: Path) -> bool:
 
 # A 5×7 bitmap font for the placeholder's few letters (rows top to bottom, 5 bits each).
 _GLYPHS = {
-    "A": (0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11), "B": (0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E),
-    "C": (0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E), "D": (0x1E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1E),
-    "E": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F), "F": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10),
-    "H": (0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11), "I": (0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E),
-    "K": (0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11), "L": (0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F),
-    "M": (0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11), "N": (0x11, 0x19, 0x15, 0x13, 0x11, 0x11, 0x11),
-    "O": (0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E), "P": (0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10),
-    "R": (0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11), "S": (0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E),
-    "T": (0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04), "X": (0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11),
-    "[": (0x0E, 0x08, 0x08, 0x08, 0x08, 0x08, 0x0E), "]": (0x0E, 0x02, 0x02, 0x02, 0x02, 0x02, 0x0E),
-    ".": (0, 0, 0, 0, 0, 0x0C, 0x0C), "-": (0, 0, 0, 0x1F, 0, 0, 0), " ": (0,) * 7,
+    "A": (0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11),
+    "B": (0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E),
+    "C": (0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E),
+    "D": (0x1E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1E),
+    "E": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F),
+    "F": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10),
+    "H": (0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11),
+    "I": (0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E),
+    "K": (0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11),
+    "L": (0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F),
+    "M": (0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11),
+    "N": (0x11, 0x19, 0x15, 0x13, 0x11, 0x11, 0x11),
+    "O": (0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E),
+    "P": (0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10),
+    "R": (0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11),
+    "S": (0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E),
+    "T": (0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04),
+    "X": (0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11),
+    "[": (0x0E, 0x08, 0x08, 0x08, 0x08, 0x08, 0x0E),
+    "]": (0x0E, 0x02, 0x02, 0x02, 0x02, 0x02, 0x0E),
+    ".": (0, 0, 0, 0, 0, 0x0C, 0x0C),
+    "-": (0, 0, 0, 0x1F, 0, 0, 0),
+    " ": (0,) * 7,
 }
 
 
-def write_placeholder_png(path: Path, lines: tuple[str, ...] = ("INSTALL THE BENCH EXTRA FOR PLOTS", "PIP INSTALL -E .[BENCH]", "SEE REPORT.MD")) -> None:
+def write_placeholder_png(
+    path: Path,
+    lines: tuple[str, ...] = ("INSTALL THE BENCH EXTRA FOR PLOTS", "PIP INSTALL -E .[BENCH]", "SEE REPORT.MD"),
+) -> None:
     """A small grey-scale PNG saying ``lines`` (zlib + struct only: no matplotlib, no Pillow)."""
     scale, pad = 3, 12
     width = pad * 2 + scale * 6 * max(len(t) for t in lines)
@@ -371,7 +468,7 @@ def write_placeholder_png(path: Path, lines: tuple[str, ...] = ("INSTALL THE BEN
                         for dy in range(scale):
                             y = pad + row * 10 * scale + gy * scale + dy
                             x0 = pad + col * 6 * scale + gx * scale
-                            pixels[y][x0:x0 + scale] = b"\x00" * scale
+                            pixels[y][x0 : x0 + scale] = b"\x00" * scale
     raw = b"".join(b"\x00" + bytes(r) for r in pixels)
 
     def chunk(kind: bytes, data: bytes) -> bytes:

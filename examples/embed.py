@@ -22,10 +22,12 @@ async def add(a: int, b: int) -> int:
 
 # The scripted model: first it calls the tool, then it answers. Swap in a real endpoint with
 # ModelSettings(base_url="https://api.openai.com/v1", model="...", api_key=os.environ["OPENAI_API_KEY"]).
-script = Script([
-    Reply(items=[Text("Let me add those.", chunk_size=4), FunctionCall("call_1", "add", {"a": 2, "b": 3})]),
-    Reply(items=[Text("2 + 3 = 5.", chunk_size=3)]),
-])
+script = Script(
+    [
+        Reply(items=[Text("Let me add those.", chunk_size=4), FunctionCall("call_1", "add", {"a": 2, "b": 3})]),
+        Reply(items=[Text("2 + 3 = 5.", chunk_size=3)]),
+    ]
+)
 
 
 async def main() -> None:

@@ -51,8 +51,15 @@ def test_my_tools_under_random_faults(schedule, budget):
 
     async def main():
         async with open_tool_actor(my_tools) as tools:
-            host = TurnHost(model, tools, history, sink, tool_config=my_tools.tool_config(),
-                            max_retries=budget, rng=FastBackoff(seed=0))
+            host = TurnHost(
+                model,
+                tools,
+                history,
+                sink,
+                tool_config=my_tools.tool_config(),
+                max_retries=budget,
+                rng=FastBackoff(seed=0),
+            )
             return await run_turn(host, [Message.user("2 + 3?")])
 
     outcome = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
@@ -68,11 +75,19 @@ def test_my_tools_under_random_faults(schedule, budget):
 # --- 2. the stateful stress machine against your session factory and tools --------------------
 def my_session(spec: SessionSpec):
     # your open_session call: your prompt config, your tools, the spec's model/rollout/limits
-    return open_session(model=spec.model, tools=spec.tools, rollout=spec.rollout, resume=spec.resume,
-                        max_retries=spec.max_retries, max_buffer=spec.max_buffer)
+    return open_session(
+        model=spec.model,
+        tools=spec.tools,
+        rollout=spec.rollout,
+        resume=spec.resume,
+        max_retries=spec.max_retries,
+        max_buffer=spec.max_buffer,
+    )
 
 
-add_calls = st.tuples(st.just("add"), st.builds(lambda a, b: json.dumps({"a": a, "b": b}), st.integers(), st.integers()))
+add_calls = st.tuples(
+    st.just("add"), st.builds(lambda a, b: json.dumps({"a": a, "b": b}), st.integers(), st.integers())
+)
 
 TestMySession = session_stress_machine(
     StressConfig(session_factory=my_session, tools=my_tools, tool_calls=add_calls, max_examples=5, step_count=6)

@@ -87,9 +87,7 @@ class ServerError(KernelError):
 
     retryable = True
 
-    def __init__(
-        self, message: str, *, status: int = 500, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int = 500, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
         self.status = status
 

@@ -19,7 +19,7 @@ import attrs
 
 from ._deltas import TextDelta, ToolInputDelta
 from .items import ResponseInputItem, ResponseItem
-from .stream import RateLimitsSnapshot, TokenUsage
+from .stream import TokenUsage
 
 __all__ = [
     "TurnStarted",

@@ -125,13 +125,9 @@ class FunctionCallOutputPayload:
         if isinstance(value, list):
             for i, entry in enumerate(value):
                 if not isinstance(entry, dict):
-                    raise WireFormatError(
-                        f"{where}[{i}]: expected a content item object, got {_type_name(entry)}"
-                    )
+                    raise WireFormatError(f"{where}[{i}]: expected a content item object, got {_type_name(entry)}")
             return cls(tuple(value))
-        raise WireFormatError(
-            f"{where}: expected a string or a list of content items, got {_type_name(value)}"
-        )
+        raise WireFormatError(f"{where}: expected a string or a list of content items, got {_type_name(value)}")
 
     def __str__(self) -> str:
         if isinstance(self.body, str):
@@ -158,11 +154,7 @@ class Message:
 
     def text(self) -> str:
         """The concatenated ``output_text`` / ``input_text`` of the content."""
-        return "".join(
-            str(c.get("text", ""))
-            for c in self.content
-            if c.get("type") in ("output_text", "input_text")
-        )
+        return "".join(str(c.get("text", "")) for c in self.content if c.get("type") in ("output_text", "input_text"))
 
     @classmethod
     def user(cls, text: str) -> Message:
@@ -334,9 +326,7 @@ ResponseItem = Union[
 ]
 """Any conversation item (the Responses API output item union plus input-only items)."""
 
-ResponseInputItem = Union[
-    Message, FunctionCallOutput, CustomToolCallOutput, McpToolCallOutput, ToolSearchOutput
-]
+ResponseInputItem = Union[Message, FunctionCallOutput, CustomToolCallOutput, McpToolCallOutput, ToolSearchOutput]
 """An item a tool execution hands back to the model."""
 
 
@@ -415,9 +405,7 @@ _ITEM_FIELDS: Final[dict[str, tuple[type[Any], tuple[_Field, ...]]]] = {
 }
 
 _TYPE_OF_CLASS: Final[dict[type[Any], str]] = {cls: t for t, (cls, _) in _ITEM_FIELDS.items()}
-_FIELDS_OF_CLASS: Final[dict[type[Any], tuple[_Field, ...]]] = {
-    cls: fields for cls, fields in _ITEM_FIELDS.values()
-}
+_FIELDS_OF_CLASS: Final[dict[type[Any], tuple[_Field, ...]]] = {cls: fields for cls, fields in _ITEM_FIELDS.values()}
 
 
 def _type_name(value: Any) -> str:
@@ -569,9 +557,7 @@ class FunctionTool:
 
     name: str
     description: str = ""
-    parameters: Mapping[str, Any] = attrs.field(
-        factory=lambda: {"type": "object", "properties": {}}
-    )
+    parameters: Mapping[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
     strict: bool = False
     extra: Mapping[str, Any] = _EMPTY
 
@@ -706,9 +692,7 @@ def tool_to_wire(tool: ToolSpec) -> dict[str, Any]:
         return _encode_known(out, tool.extra)
     if isinstance(tool, FreeformTool):
         fmt = tool.format
-        fmt_out = _encode_known(
-            {"type": fmt.type, "syntax": fmt.syntax, "definition": fmt.definition}, fmt.extra
-        )
+        fmt_out = _encode_known({"type": fmt.type, "syntax": fmt.syntax, "definition": fmt.definition}, fmt.extra)
         out = {"type": "custom", "name": tool.name, "description": tool.description, "format": fmt_out}
         return _encode_known(out, tool.extra)
     raise TypeError(f"tool_to_wire: {type(tool).__name__} is not a tool spec")

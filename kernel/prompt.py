@@ -165,9 +165,7 @@ def _parse_structured_shell_output(raw: str) -> str | None:
     """The seed's ``parse_structured_shell_output``: serde's rules for
     ``{"output": String, "metadata": {"exit_code": i32, "duration_seconds": f32}}``."""
     try:
-        parsed = json.loads(
-            raw, parse_constant=_reject_constant, object_pairs_hook=_pairs_no_duplicate_keys
-        )
+        parsed = json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_pairs_no_duplicate_keys)
     except (ValueError, RecursionError):
         return None
     if not isinstance(parsed, dict):

@@ -103,9 +103,7 @@ class SamplingHost(Protocol[ClientSessionT_contra, RuntimeT, ToolsT]):
         """Called after switching to the fallback transport."""
         ...
 
-    async def notify_stream_retry(
-        self, retries: int, max_retries: int, delay: float, err: KernelError
-    ) -> None:
+    async def notify_stream_retry(self, retries: int, max_retries: int, delay: float, err: KernelError) -> None:
         """Called before sleeping ``delay`` seconds for retry ``retries``/``max_retries``."""
         ...
 
@@ -142,9 +140,7 @@ async def run_sampling_request_loop(
             prompt_input = await host.history_prompt_input()
         prompt = prepared.prompt_config.build_prompt(prompt_input, prepared.tool_config)
         try:
-            return await host.run_single_sampling_request(
-                prepared.runtime, prepared.tools, client_session, prompt
-            )
+            return await host.run_single_sampling_request(prepared.runtime, prepared.tools, client_session, prompt)
         except ContextWindowExceeded:
             await host.handle_context_window_exceeded()
             raise

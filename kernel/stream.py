@@ -83,8 +83,7 @@ class TokenUsage:
         total = num(usage.get("total_tokens")) or inp + out
         return cls(
             inp,
-            detail("input_tokens_details", "cached_tokens")
-            or detail("prompt_tokens_details", "cached_tokens"),
+            detail("input_tokens_details", "cached_tokens") or detail("prompt_tokens_details", "cached_tokens"),
             out,
             detail("output_tokens_details", "reasoning_tokens")
             or detail("completion_tokens_details", "reasoning_tokens"),
@@ -184,9 +183,7 @@ class ModelClient(Protocol):
     :class:`~kernel.errors.KernelError` subclasses (from entering or from iterating).
     """
 
-    def stream(
-        self, prompt: Prompt
-    ) -> AbstractAsyncContextManager[AsyncIterator[Sequence[ModelEvent]]]:
+    def stream(self, prompt: Prompt) -> AbstractAsyncContextManager[AsyncIterator[Sequence[ModelEvent]]]:
         """Open a streaming request for ``prompt``."""
         ...
 

@@ -138,9 +138,7 @@ class ToolExecutor(Protocol[CallT]):
         ...
 
 
-async def execute_tool_call_with_default_output(
-    executor: ToolExecutor[CallT], call: CallT
-) -> ResponseInputItem:
+async def execute_tool_call_with_default_output(executor: ToolExecutor[CallT], call: CallT) -> ResponseInputItem:
     """Run ``call``; a :class:`RespondToModel` becomes ``call.error_response(message)``, a
     :class:`FatalToolError` raises :class:`~kernel.errors.FatalError` (``"Fatal error: <msg>"``).
     Cancellation propagates. Checkpoints if the executor does."""

@@ -89,9 +89,7 @@ class History(Protocol):
 def aborted_output_text(item: ResponseItem, seconds: float) -> str:
     """Codex's text for a call cut off by the user: ``"aborted by user after 1.2s"``, or for
     shell-family tools ``"Wall time: 1.2 seconds\\naborted by user"``."""
-    shell = isinstance(item, LocalShellCall) or (
-        isinstance(item, FunctionCall) and item.name in SHELL_TOOL_NAMES
-    )
+    shell = isinstance(item, LocalShellCall) or (isinstance(item, FunctionCall) and item.name in SHELL_TOOL_NAMES)
     if shell:
         return f"Wall time: {seconds:.1f} seconds\naborted by user"
     return f"aborted by user after {seconds:.1f}s"
@@ -187,13 +185,9 @@ class TurnHost(Generic[CallT]):
 
     async def notify_fallback_to_http(self, err: KernelError) -> None:
         """A :class:`~kernel.events.FallbackWarning`."""
-        await self.events.publish(
-            [ev.FallbackWarning(f"Falling back from WebSockets to HTTPS transport. {err}")]
-        )
+        await self.events.publish([ev.FallbackWarning(f"Falling back from WebSockets to HTTPS transport. {err}")])
 
-    async def notify_stream_retry(
-        self, retries: int, max_retries: int, delay: float, err: KernelError
-    ) -> None:
+    async def notify_stream_retry(self, retries: int, max_retries: int, delay: float, err: KernelError) -> None:
         """A :class:`~kernel.events.StreamRetry` ("Reconnecting... n/max")."""
         await self.events.publish(
             [ev.StreamRetry(f"Reconnecting... {retries}/{max_retries}", retries, max_retries, delay, str(err))]

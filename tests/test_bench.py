@@ -57,7 +57,12 @@ def test_results_json(quick_run: Path) -> None:
     levels = doc["scenarios"]["concurrency"]["results"]["kernel"]["levels"]
     assert set(levels) == {str(n) for n in doc["config"]["levels"]}
     assert doc["scenarios"]["idle"]["results"]["kernel"]["rss_per_session_kib"]["median"] > 0
-    assert {t["verdict"] for t in doc["targets"]} <= {"met", "missed", "missed (within the worst case)", "n/a (not measured)"}
+    assert {t["verdict"] for t in doc["targets"]} <= {
+        "met",
+        "missed",
+        "missed (within the worst case)",
+        "n/a (not measured)",
+    }
 
 
 def test_report_md(quick_run: Path) -> None:

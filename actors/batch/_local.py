@@ -452,7 +452,7 @@ def _default_tools(task: BatchTask, workspace: Path | None) -> list[Tool]:
     if not task.tools:
         return []
     assert workspace is not None
-    from actors.builtin import builtin_tools
+    from actors.tools.builtin import builtin_tools
 
     return [t for t in builtin_tools(workspace) if t.name in task.tools]
 
@@ -606,7 +606,9 @@ async def _run_task_body(
                         "cannot switch models (pass ModelSettings or a ModelActor)"
                     )
                 client = model
-            retry_budget = max_retries if max_retries is not None else (settings.stream_max_retries if settings else None)
+            retry_budget = (
+                max_retries if max_retries is not None else (settings.stream_max_retries if settings else None)
+            )
             client = _Counted(client, counts, stats)
             if limiter is not None:
                 client = RateLimitedModel(client, limiter)
@@ -827,8 +829,11 @@ async def run_batch(
             interrupted = stats.pending > 0
         finally:
             summary = stats.summary(
-                wall_time=time.perf_counter() - started, cpu_time=time.process_time() - cpu_started,
-                usage=usage, interrupted=interrupted, out_dir=os.fspath(out),
+                wall_time=time.perf_counter() - started,
+                cpu_time=time.process_time() - cpu_started,
+                usage=usage,
+                interrupted=interrupted,
+                out_dir=os.fspath(out),
             )
             with trio.CancelScope(shield=True):
                 await _emit(progress, BatchFinished(summary))

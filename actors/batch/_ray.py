@@ -247,7 +247,12 @@ class RateLimiterActor:
         """Counters: ``granted`` requests, ``calls`` (grant round trips), ``waited`` (calls
         that had to wait), ``tokens_in_window``."""
         self._budget.expire(time.monotonic())
-        return {"granted": self.granted, "calls": self.calls, "waited": self.waited, "tokens_in_window": self._budget.token_sum}
+        return {
+            "granted": self.granted,
+            "calls": self.calls,
+            "waited": self.waited,
+            "tokens_in_window": self._budget.token_sum,
+        }
 
     async def grant_times(self) -> list[float]:
         """When each request was granted (``time.monotonic()`` of the actor's node; the last
@@ -1001,7 +1006,9 @@ async def run_batch_ray(
     if not isinstance(max_task_crashes, int) or max_task_crashes < 1:
         raise ValueError(f"max_task_crashes must be an integer >= 1, got {max_task_crashes!r}")
     if not isinstance(model, ModelSettings):
-        raise TypeError(f"run_batch_ray needs ModelSettings (workers start their own ModelActor), got {type(model).__name__}")
+        raise TypeError(
+            f"run_batch_ray needs ModelSettings (workers start their own ModelActor), got {type(model).__name__}"
+        )
     _WindowBudget(limiter_rpm, limiter_tpm, limiter_window)  # validates
     tasks = list(tasks)
     ids: set[str] = set()
@@ -1068,8 +1075,11 @@ async def run_batch_ray(
         finally:
             stats.running = 0
             summary = stats.summary(
-                wall_time=time.perf_counter() - started, cpu_time=time.process_time() - cpu_started,
-                usage=usage, interrupted=interrupted, out_dir=os.fspath(out),
+                wall_time=time.perf_counter() - started,
+                cpu_time=time.process_time() - cpu_started,
+                usage=usage,
+                interrupted=interrupted,
+                out_dir=os.fspath(out),
             )
             with trio.CancelScope(shield=True):
                 await _emit(progress, BatchFinished(summary))

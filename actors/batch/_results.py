@@ -251,9 +251,7 @@ class ResultsFile:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ResultsFileLocked(
-                f"{self.path} is in use: another batch is running on {self.out_dir}"
-            ) from None
+            raise ResultsFileLocked(f"{self.path} is in use: another batch is running on {self.out_dir}") from None
 
     def _read_all(self) -> bytes:
         chunks = []
@@ -388,9 +386,18 @@ class BatchStats:
     ) -> BatchSummary:
         """The :class:`BatchSummary` of these counters at the end of a run."""
         return BatchSummary(
-            total=self.total, skipped=self.skipped, completed=self.completed, failed=self.failed,
-            aborted=self.aborted, wall_time=wall_time, events=self.events, retries=self.retries,
-            tool_calls=self.tool_calls, usage=dict(usage), cpu_time=cpu_time, interrupted=interrupted,
+            total=self.total,
+            skipped=self.skipped,
+            completed=self.completed,
+            failed=self.failed,
+            aborted=self.aborted,
+            wall_time=wall_time,
+            events=self.events,
+            retries=self.retries,
+            tool_calls=self.tool_calls,
+            usage=dict(usage),
+            cpu_time=cpu_time,
+            interrupted=interrupted,
             out_dir=out_dir,
         )
 
@@ -511,7 +518,12 @@ def batch_event_to_dict(event: BatchEvent) -> dict[str, Any]:
     """A JSON object for a progress event (``{"type": "task_finished", ...}``; counters as they
     are when called)."""
     if isinstance(event, BatchStarted):
-        return {"type": "batch_started", "out_dir": event.out_dir, "concurrency": event.concurrency, "stats": event.stats.to_dict()}
+        return {
+            "type": "batch_started",
+            "out_dir": event.out_dir,
+            "concurrency": event.concurrency,
+            "stats": event.stats.to_dict(),
+        }
     if isinstance(event, TaskStarted):
         return {"type": "task_started", "id": event.id, "stats": event.stats.to_dict()}
     if isinstance(event, TaskFinished):

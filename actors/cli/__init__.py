@@ -43,7 +43,7 @@ def _version() -> str:
         from importlib.metadata import version
 
         return version("trio-agent-kernel")
-    except Exception:  # noqa: BLE001 — not installed as a distribution
+    except Exception:
         return "unknown"
 
 
@@ -175,9 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the built-in batch demo model (and without TASKS, demo tasks).",
     )
     p.add_argument("tasks", nargs="?", metavar="TASKS.jsonl", help="the tasks, one JSON object per line ('-': stdin)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (results.jsonl, rollouts/, workspaces/)")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="output directory (results.jsonl, rollouts/, workspaces/)"
+    )
     p.add_argument("--concurrency", type=int, default=16, metavar="N", help="sessions at once (default: 16)")
-    p.add_argument("--rpm", type=_positive_float, metavar="R", help="at most R model requests per minute (all sessions)")
+    p.add_argument(
+        "--rpm", type=_positive_float, metavar="R", help="at most R model requests per minute (all sessions)"
+    )
     p.add_argument("--tpm", type=_positive_float, metavar="T", help="at most T tokens per minute (all sessions)")
     p.add_argument(
         "--ray",
@@ -242,7 +246,7 @@ def _cmd_exec(args: Any, console: Console) -> int:
     task = _read_task(args.task)
     if not task:
         if args.base_url or args.model or args.script:
-            raise CliError("exec needs a task: agent-kernel exec \"...\"", status=2)
+            raise CliError('exec needs a task: agent-kernel exec "..."', status=2)
         task = DEMO_TASK
     return _start(args, console, task, None)
 
@@ -255,7 +259,7 @@ def _cmd_resume(args: Any, console: Console) -> int:
         raise CliError(f"{args.rollout_path}: no such rollout file", status=2)
     task = _read_task(args.task)
     if not task:
-        raise CliError("resume needs a task: agent-kernel resume ROLLOUT \"...\"", status=2)
+        raise CliError('resume needs a task: agent-kernel resume ROLLOUT "..."', status=2)
     return _start(args, console, task, path)
 
 
@@ -343,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.error(f"{_PROG}: interrupted")
         return 130
-    except BaseException as exc:  # noqa: BLE001 — a one-line message, never a traceback
+    except BaseException as exc:
         leaf = _leaf(exc)
         if isinstance(leaf, KeyboardInterrupt):
             console.error(f"{_PROG}: interrupted")

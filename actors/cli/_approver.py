@@ -12,7 +12,7 @@ from typing import TextIO
 
 import trio
 
-from actors.approvals import ApprovalRequest
+from actors.tools.approvals import ApprovalRequest
 
 from ._render import Console, describe_command
 
@@ -20,7 +20,7 @@ __all__ = ["TerminalApprover", "ApprovalUnavailable"]
 
 
 class ApprovalUnavailable(Exception):
-    """No terminal to ask on. :class:`~actors.approvals.Approvals` turns it into a refusal the
+    """No terminal to ask on. :class:`~actors.tools.approvals.Approvals` turns it into a refusal the
     model sees ("approval failed: ... ApprovalUnavailable: <why>; ... was not run")."""
 
 

@@ -75,7 +75,9 @@ def _demo_reply(text: str, *, reasoning: str | None = None, tokens: tuple[int, i
 
 BATCH_DEMO_SCRIPT = Script(
     [
-        _demo_reply("Done: the summary is three sentences long and keeps every number.", reasoning="Read it, then summarise."),
+        _demo_reply(
+            "Done: the summary is three sentences long and keeps every number.", reasoning="Read it, then summarise."
+        ),
         _demo_reply("Answer: 42. The working is in the task's rollout."),
         _demo_reply("Classified as: bug report (confidence high).", reasoning="Looks like a crash report."),
         _demo_reply("Translated. The French text keeps the original line breaks."),
@@ -104,7 +106,9 @@ _DEMO_KINDS = (
 def demo_tasks(count: int = DEMO_TASK_COUNT) -> list[BatchTask]:
     """``count`` made-up tasks (``demo-0001``…) for the demo model."""
     return [
-        BatchTask(id=f"demo-{n:04d}", input=_DEMO_KINDS[(n - 1) % len(_DEMO_KINDS)].format(n=n), metadata={"demo": True})
+        BatchTask(
+            id=f"demo-{n:04d}", input=_DEMO_KINDS[(n - 1) % len(_DEMO_KINDS)].format(n=n), metadata={"demo": True}
+        )
         for n in range(1, count + 1)
     ]
 
@@ -246,7 +250,10 @@ def _summary_table(console: Console, summary: BatchSummary, *, line_errors: int)
     if summary.skipped:
         c.line(f"{'skipped':<12}{summary.skipped:>7,}" + c.style("  (already recorded by an earlier run)", "2"))
     if summary.unfinished:
-        c.line(c.style(f"{'unfinished':<12}{summary.unfinished:>7,}", "33") + c.style("  (run the same command again to finish)", "2"))
+        c.line(
+            c.style(f"{'unfinished':<12}{summary.unfinished:>7,}", "33")
+            + c.style("  (run the same command again to finish)", "2")
+        )
     if line_errors:
         c.line(c.style(f"{'bad lines':<12}{line_errors:>7,}", "31") + c.style("  (skipped; see stderr)", "2"))
     c.line(c.style("─" * 19 if c.unicode else "-" * 19, "2"))
@@ -380,7 +387,9 @@ async def run_batch_command(args: Any, console: Console) -> int:
         async for signum in signals:
             if not signalled:
                 console.error(
-                    console.style("stopping: running tasks are cancelled (not recorded); run again to finish", "33", err=True)
+                    console.style(
+                        "stopping: running tasks are cancelled (not recorded); run again to finish", "33", err=True
+                    )
                 )
             signalled.append(signum)
             stopped.cancel()
@@ -440,7 +449,9 @@ async def run_batch_command(args: Any, console: Console) -> int:
     else:
         code = 0
     if args.json:
-        console.write(dumps({"type": "summary", **summary.to_json(), "bad_lines": len(line_errors), "exit_code": code}) + "\n")
+        console.write(
+            dumps({"type": "summary", **summary.to_json(), "bad_lines": len(line_errors), "exit_code": code}) + "\n"
+        )
     else:
         if isinstance(progress, HumanProgress) and progress.failures_hidden:
             console.error(f"… and {progress.failures_hidden} more unfinished tasks (see results.jsonl)")

@@ -73,7 +73,7 @@ DEMO_SCRIPT = Script(
                 Text(
                     "Done. I listed the workspace, added `hello.py` (it prints a greeting) and "
                     "`NOTES.md`, and ran `python3 hello.py`, which printed "
-                    "\"Hello from trio-agent-kernel!\".",
+                    '"Hello from trio-agent-kernel!".',
                     chunk_size=5,
                 )
             ],

@@ -281,7 +281,11 @@ def describe_command(command: Any) -> str:
     if not isinstance(command, Sequence) or not all(isinstance(w, str) for w in command):
         return json.dumps(command, ensure_ascii=False)
     words = [str(w) for w in command]
-    if len(words) == 3 and os.path.basename(words[0]) in ("bash", "sh", "zsh", "dash") and words[1] in ("-c", "-lc", "-cl"):
+    if (
+        len(words) == 3
+        and os.path.basename(words[0]) in ("bash", "sh", "zsh", "dash")
+        and words[1] in ("-c", "-lc", "-cl")
+    ):
         return words[2]
     return shlex.join(words)
 
@@ -308,7 +312,7 @@ def patch_summary(patch: str) -> str:
     for line in patch.splitlines():
         for prefix, verb in _PATCH_HEADERS:
             if line.startswith(prefix):
-                parts.append(f"{verb} {line[len(prefix):].strip()}")
+                parts.append(f"{verb} {line[len(prefix) :].strip()}")
     return ", ".join(parts) if parts else _one_line(patch, 80)
 
 

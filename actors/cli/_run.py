@@ -26,11 +26,11 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from actors.approvals import ApprovalPolicy, Approvals
-from actors.builtin import builtin_tools
 from actors.model import ModelActor, ModelSettings, open_model_actor
 from actors.scripted import Script, ScriptError, open_scripted_server
 from actors.session import Session, TurnHandle, open_session
+from actors.tools.approvals import ApprovalPolicy, Approvals
+from actors.tools.builtin import builtin_tools
 from kernel import KernelError, ModelClient, Prompt, TokenUsage, TurnAborted, TurnCompleted, TurnFailed
 
 from ._approver import TerminalApprover
@@ -177,7 +177,7 @@ def _new_rollout(args: Any, environ: MutableMapping[str, str]) -> tuple[Path, st
     if args.rollout:
         path = Path(args.rollout).expanduser().absolute()
         if path.exists():
-            raise CliError(f"{path} already exists: continue it with `agent-kernel resume {path} \"...\"`")
+            raise CliError(f'{path} already exists: continue it with `agent-kernel resume {path} "..."`')
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -291,7 +291,18 @@ async def run_task(args: Any, console: Console, task: str, resume_from: Path | N
             try:
                 with run.force:
                     await _session(
-                        args, choice, task, workspace, temporary, rollout, stamp, resume_from, tools, renderer, tally, run
+                        args,
+                        choice,
+                        task,
+                        workspace,
+                        temporary,
+                        rollout,
+                        stamp,
+                        resume_from,
+                        tools,
+                        renderer,
+                        tally,
+                        run,
                     )
             finally:
                 if run.session is not None:
@@ -373,7 +384,10 @@ async def _session(
             )
         )
         run.rollout = rollout if stamp is None else _rename_rollout(rollout, stamp, session.session_id)
-        fields = [("model", choice.label), ("workspace", os.fspath(workspace) + (" (new, temporary)" if temporary else ""))]
+        fields = [
+            ("model", choice.label),
+            ("workspace", os.fspath(workspace) + (" (new, temporary)" if temporary else "")),
+        ]
         fields.append(("approval", str(args.approval)))
         if resume_from is not None:
             fields.append(("resumed", os.fspath(resume_from)))

@@ -86,31 +86,73 @@ as function calls), reasoning as ``delta.reasoning_content``, ``finish_reason`` 
 """
 
 from ._script import (
-    Text as Text,
-    Reasoning as Reasoning,
-    FunctionCall as FunctionCall,
     CustomToolCall as CustomToolCall,
-    RawItem as RawItem,
-    Item as Item,
-    HttpError as HttpError,
-    Failed as Failed,
-    Incomplete as Incomplete,
-    ErrorEvent as ErrorEvent,
+)
+from ._script import (
     Disconnect as Disconnect,
-    Malformed as Malformed,
-    Stall as Stall,
+)
+from ._script import (
+    ErrorEvent as ErrorEvent,
+)
+from ._script import (
+    Failed as Failed,
+)
+from ._script import (
     Fault as Fault,
-    Usage as Usage,
+)
+from ._script import (
+    FunctionCall as FunctionCall,
+)
+from ._script import (
+    HttpError as HttpError,
+)
+from ._script import (
+    Incomplete as Incomplete,
+)
+from ._script import (
+    Item as Item,
+)
+from ._script import (
+    Malformed as Malformed,
+)
+from ._script import (
+    RawItem as RawItem,
+)
+from ._script import (
+    Reasoning as Reasoning,
+)
+from ._script import (
     Reply as Reply,
+)
+from ._script import (
     Script as Script,
+)
+from ._script import (
     ScriptError as ScriptError,
+)
+from ._script import (
+    Stall as Stall,
+)
+from ._script import (
+    Text as Text,
+)
+from ._script import (
+    Usage as Usage,
+)
+from ._script import (
     rate_limit_headers as rate_limit_headers,
 )
 from ._server import (
-    RecordedRequest as RecordedRequest,
-    ScriptedServer as ScriptedServer,
-    open_scripted_server as open_scripted_server,
     REDACTED as REDACTED,
+)
+from ._server import (
+    RecordedRequest as RecordedRequest,
+)
+from ._server import (
+    ScriptedServer as ScriptedServer,
+)
+from ._server import (
+    open_scripted_server as open_scripted_server,
 )
 
 __all__ = [

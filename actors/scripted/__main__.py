@@ -38,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--script", help="JSON script file (see actors.scripted's docstring)")
-    parser.add_argument(
-        "--events-per-write", type=int, default=16, help="SSE events per socket write"
-    )
+    parser.add_argument("--events-per-write", type=int, default=16, help="SSE events per socket write")
     args = parser.parse_args(argv)
     try:
         script = Script.from_json(args.script) if args.script else Script()

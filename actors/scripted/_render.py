@@ -46,9 +46,7 @@ class Rendered:
         out = self._batches.get(events_per_write)
         if out is None:
             ev = self.events
-            out = [
-                b"".join(ev[i : i + events_per_write]) for i in range(0, len(ev), events_per_write)
-            ]
+            out = [b"".join(ev[i : i + events_per_write]) for i in range(0, len(ev), events_per_write)]
             self._batches[events_per_write] = out
         return out
 
@@ -72,9 +70,7 @@ class _Responses:
     def emit(self, type_: str, fields: dict[str, Any], delta: bool = False) -> None:
         payload = {"type": type_, "sequence_number": self.seq, **fields}
         self.seq += 1
-        self.events.append(
-            b"event: " + type_.encode() + b"\ndata: " + _dumps(payload).encode() + b"\n\n"
-        )
+        self.events.append(b"event: " + type_.encode() + b"\ndata: " + _dumps(payload).encode() + b"\n\n")
         self.is_delta.append(delta)
 
     def emit_deltas(
@@ -86,13 +82,7 @@ class _Responses:
     ) -> None:
         """``emit(type_, {**where, "delta": piece, **tail}, delta=True)`` for each piece, from a
         byte template: a 20,000-delta reply renders in tens of milliseconds, not a second."""
-        pre = (
-            b"event: "
-            + type_.encode()
-            + b'\ndata: {"type":'
-            + _dumps(type_).encode()
-            + b',"sequence_number":'
-        )
+        pre = b"event: " + type_.encode() + b'\ndata: {"type":' + _dumps(type_).encode() + b',"sequence_number":'
         mid = b"," + _dumps(where).encode()[1:-1] + b',"delta":' if where else b',"delta":'
         post = (b"," + _dumps(tail).encode()[1:-1] if tail else b"") + b"}\n\n"
         seq = self.seq
@@ -217,9 +207,7 @@ def _render_item(out: _Responses, item: Any, index: int, tag: str) -> dict[str, 
                 "response.reasoning_summary_part.added",
                 {**where, "part": {"type": "summary_text", "text": ""}},
             )
-            out.emit_deltas(
-                "response.reasoning_summary_text.delta", where, _chunks(section, item.chunk_size)
-            )
+            out.emit_deltas("response.reasoning_summary_text.delta", where, _chunks(section, item.chunk_size))
             out.emit("response.reasoning_summary_text.done", {**where, "text": section})
             out.emit(
                 "response.reasoning_summary_part.done",
@@ -231,9 +219,7 @@ def _render_item(out: _Responses, item: Any, index: int, tag: str) -> dict[str, 
                 "response.content_part.added",
                 {**where, "part": {"type": "reasoning_text", "text": ""}},
             )
-            out.emit_deltas(
-                "response.reasoning_text.delta", where, _chunks(item.content, item.chunk_size)
-            )
+            out.emit_deltas("response.reasoning_text.delta", where, _chunks(item.content, item.chunk_size))
             out.emit("response.reasoning_text.done", {**where, "text": item.content})
             out.emit(
                 "response.content_part.done",
@@ -278,9 +264,7 @@ def _render_item(out: _Responses, item: Any, index: int, tag: str) -> dict[str, 
         }
         out.emit("response.output_item.added", {"output_index": index, "item": added})
         where = {"item_id": item_id, "output_index": index}
-        out.emit_deltas(
-            "response.custom_tool_call_input.delta", where, _chunks(item.input, item.chunk_size)
-        )
+        out.emit_deltas("response.custom_tool_call_input.delta", where, _chunks(item.input, item.chunk_size))
         out.emit("response.custom_tool_call_input.done", {**where, "input": item.input})
         done = {**added, "status": "completed", "input": item.input}
     elif isinstance(item, RawItem):

@@ -231,8 +231,7 @@ class HttpError:
         return cls(
             status=400,
             message=message
-            or "Your input exceeds the context window of this model. "
-            "Please adjust your input and try again.",
+            or "Your input exceeds the context window of this model. Please adjust your input and try again.",
             type="invalid_request_error",
             code="context_length_exceeded",
         )
@@ -248,8 +247,7 @@ class HttpError:
         """HTTP 5xx ``server_error`` (500 by default; 502/503 for overload)."""
         return cls(
             status=status,
-            message=message
-            or "The server had an error while processing your request. Sorry about that!",
+            message=message or "The server had an error while processing your request. Sorry about that!",
             type="server_error",
             retry_after=retry_after,
         )
@@ -511,16 +509,12 @@ def _expect_mapping(obj: Any, where: str) -> dict[str, Any]:
     return dict(obj)
 
 
-def _fields(
-    obj: Any, where: str, required: Sequence[str], optional: Sequence[str], skip: str = ""
-) -> dict[str, Any]:
+def _fields(obj: Any, where: str, required: Sequence[str], optional: Sequence[str], skip: str = "") -> dict[str, Any]:
     data = _expect_mapping(obj, where)
     data.pop(skip, None)
     unknown = set(data) - set(required) - set(optional)
     if unknown:
-        raise ScriptError(
-            f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted([*required, *optional])}"
-        )
+        raise ScriptError(f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted([*required, *optional])}")
     missing = [k for k in required if k not in data]
     if missing:
         raise ScriptError(f"{where}: missing key(s) {missing}")
@@ -613,8 +607,7 @@ def _load_reply(obj: Any, where: str) -> Reply:
             items.append(_load_tagged(raw, f"{where}.items[{i}]", "type", _ITEM_KEYS))
     data["items"] = items
     data["faults"] = [
-        _load_tagged(raw, f"{where}.faults[{i}]", "kind", _FAULT_KEYS)
-        for i, raw in enumerate(data.get("faults", []))
+        _load_tagged(raw, f"{where}.faults[{i}]", "kind", _FAULT_KEYS) for i, raw in enumerate(data.get("faults", []))
     ]
     if "usage" in data:
         usage_fields = (
@@ -624,9 +617,7 @@ def _load_reply(obj: Any, where: str) -> Reply:
             "reasoning_tokens",
             "total_tokens",
         )
-        data["usage"] = _build(
-            f"{where}.usage", Usage, _fields(data["usage"], f"{where}.usage", (), usage_fields)
-        )
+        data["usage"] = _build(f"{where}.usage", Usage, _fields(data["usage"], f"{where}.usage", (), usage_fields))
     reply: Reply = _build(where, Reply, data)
     return reply
 

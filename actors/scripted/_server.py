@@ -153,9 +153,7 @@ class ScriptedServer:
                     return
         except h11.RemoteProtocolError as exc:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                error = HttpError(
-                    status=400, message=f"bad HTTP request: {exc}", type="invalid_request_error"
-                )
+                error = HttpError(status=400, message=f"bad HTTP request: {exc}", type="invalid_request_error")
                 try:
                     await _send_error(stream, conn, error, {})
                 except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
@@ -165,9 +163,7 @@ class ScriptedServer:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _respond(
-        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, raw: bytes
-    ) -> bool:
+    async def _respond(self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, raw: bytes) -> bool:
         """Answer one request; returns whether the connection may be reused."""
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
@@ -214,9 +210,7 @@ class ScriptedServer:
                 type="invalid_request_error",
             )
         elif method != "POST":
-            problem = HttpError(
-                status=405, message=f"{path} takes POST, got {method}", type="invalid_request_error"
-            )
+            problem = HttpError(status=405, message=f"{path} takes POST, got {method}", type="invalid_request_error")
         elif bad_json or not isinstance(body, dict):
             problem = HttpError(
                 status=400,
@@ -275,9 +269,7 @@ class ScriptedServer:
                 out = b""
             return True
         await stream.send_all(head)
-        return await _write_with_faults(
-            stream, conn, rendered, reply, per_write, endpoint == "responses"
-        )
+        return await _write_with_faults(stream, conn, rendered, reply, per_write, endpoint == "responses")
 
 
 async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
@@ -301,9 +293,7 @@ async def _send_error(
     ]
     if error.retry_after is not None:
         value = error.retry_after
-        headers.append(
-            (b"retry-after", (value if isinstance(value, str) else f"{value:g}").encode())
-        )
+        headers.append((b"retry-after", (value if isinstance(value, str) else f"{value:g}").encode()))
     for k, v in {**extra, **error.headers}.items():
         headers.append((k.encode(), v.encode()))
     out = [
@@ -413,11 +403,7 @@ async def open_scripted_server(
     except BaseExceptionGroup as group:
         # the nursery wraps whatever the body of the `async with` raised: give it back as it
         # was, so `pytest.raises(SomeError)` around the block works
-        if (
-            body_error is None
-            or len(group.exceptions) != 1
-            or group.exceptions[0] is not body_error
-        ):
+        if body_error is None or len(group.exceptions) != 1 or group.exceptions[0] is not body_error:
             raise
     finally:
         for listener in listeners:  # already closed unless serving never started

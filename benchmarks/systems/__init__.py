@@ -60,8 +60,7 @@ SYSTEMS: dict[str, System] = {
             "OpenAI Agents SDK",
             ("openai-agents", "openai"),
             ("streaming", "tool_turn", "concurrency"),
-            "Runner.run_streamed + stream_events(), OpenAIResponsesModel on AsyncOpenAI, tracing "
-            "disabled",
+            "Runner.run_streamed + stream_events(), OpenAIResponsesModel on AsyncOpenAI, tracing disabled",
         ),
         System(
             "pydantic_ai",

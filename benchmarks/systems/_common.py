@@ -124,9 +124,16 @@ def concurrency_result(
     if len(ttfts) != n * batches:
         raise RuntimeError(f"{n * batches - len(ttfts)} of {n * batches} sessions saw no text")
     return {
-        "sessions": n, "batches": batches, "cpu_s": cpu_s, "wall_s": wall_s,
-        "ttft_p50_s": percentile(ttfts, 0.5), "ttft_p99_s": percentile(ttfts, 0.99), "ttft_max_s": max(ttfts),
-        "rss_before": rss_before, "peak_rss": peak_rss(), **extra,
+        "sessions": n,
+        "batches": batches,
+        "cpu_s": cpu_s,
+        "wall_s": wall_s,
+        "ttft_p50_s": percentile(ttfts, 0.5),
+        "ttft_p99_s": percentile(ttfts, 0.99),
+        "ttft_max_s": max(ttfts),
+        "rss_before": rss_before,
+        "peak_rss": peak_rss(),
+        **extra,
     }
 
 
@@ -190,7 +197,7 @@ def emit(obj: Mapping[str, Any]) -> None:
 def _one(fn: Scenario, params: dict[str, Any]) -> dict[str, Any]:
     try:
         return {"ok": True, "result": fn(params)}
-    except BaseException as exc:  # noqa: BLE001 - reported to the harness, which decides
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         tb = traceback.format_exc(limit=8)

@@ -67,7 +67,13 @@ def streaming(params: dict[str, Any]) -> dict[str, Any]:
         try:
             c0, t0 = cpu(), time.perf_counter()
             events, deltas, ttft, _, _ = await _run(agent, t0)
-            return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "ttft_s": ttft, "events_seen": events, "deltas_seen": deltas}
+            return {
+                "cpu_s": cpu() - c0,
+                "wall_s": time.perf_counter() - t0,
+                "ttft_s": ttft,
+                "events_seen": events,
+                "deltas_seen": deltas,
+            }
         finally:
             await client.close()
 

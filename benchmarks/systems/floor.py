@@ -41,7 +41,9 @@ def _client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None, max_keepalive_connections=2000))
 
 
-async def _stream(client: httpx.AsyncClient, url: str, body: dict[str, Any], t0: float) -> tuple[int, int, float | None, list[Any]]:
+async def _stream(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], t0: float
+) -> tuple[int, int, float | None, list[Any]]:
     """POST and read one response: (SSE events, text deltas, seconds to the first delta, the
     function calls it made)."""
     events = deltas = 0
@@ -71,7 +73,13 @@ def streaming(params: dict[str, Any]) -> dict[str, Any]:
         async with _client() as client:
             c0, t0 = cpu(), time.perf_counter()
             events, deltas, ttft, _ = await _stream(client, url, body, t0)
-            return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "ttft_s": ttft, "events_seen": events, "deltas_seen": deltas}
+            return {
+                "cpu_s": cpu() - c0,
+                "wall_s": time.perf_counter() - t0,
+                "ttft_s": ttft,
+                "events_seen": events,
+                "deltas_seen": deltas,
+            }
 
     return trio.run(main)
 
@@ -81,7 +89,13 @@ async def _noop(x: int) -> str:
 
 
 async def _turn(client: httpx.AsyncClient, url: str) -> None:
-    body: dict[str, Any] = {"model": "scripted-model", "input": [_USER], "tools": _TOOLS, "parallel_tool_calls": True, "stream": True}
+    body: dict[str, Any] = {
+        "model": "scripted-model",
+        "input": [_USER],
+        "tools": _TOOLS,
+        "parallel_tool_calls": True,
+        "stream": True,
+    }
     _, _, _, calls = await _stream(client, url, body, 0.0)
     if len(calls) != TOOL_COUNT:
         raise RuntimeError(f"expected {TOOL_COUNT} calls, got {len(calls)}")
@@ -128,7 +142,7 @@ def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
                 batches += 1
 
                 async def one() -> None:
-                    _, _, ttft, _ = await _stream(client, url, body, t0)
+                    _, _, ttft, _ = await _stream(client, url, body, t0)  # noqa: B023 (awaited in the iteration that binds t0)
                     ttfts.append(ttft if ttft is not None else float("nan"))
 
                 c0, t0 = cpu(), time.perf_counter()

@@ -25,7 +25,18 @@ from actors.tools import ToolRegistry, tool
 from kernel import TurnAborted, TurnCompleted, TurnFailed
 from kernel.events import TextDelta
 
-from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, current_rss, more_batches, peak_rss, run_cli, tool_names, warmed
+from ._common import (
+    TOOL_COUNT,
+    baseline_rss,
+    concurrency_result,
+    cpu,
+    current_rss,
+    more_batches,
+    peak_rss,
+    run_cli,
+    tool_names,
+    warmed,
+)
 
 _END = (TurnCompleted, TurnFailed, TurnAborted)
 
@@ -144,6 +155,7 @@ def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
 
     return trio.run(main)
 
+
 def idle(params: dict[str, Any]) -> dict[str, Any]:
     """RSS per open idle session; with ``"tasks_only": true``, per bare task waiting on an event
     (the cost of the benchmark's own holder task, for reference)."""
@@ -176,8 +188,13 @@ def idle(params: dict[str, Any]) -> dict[str, Any]:
                 rss = current_rss()
                 release.set()
         return {
-            "sessions": n, "tasks_only": tasks_only, "rss_before": base, "rss_open": rss,
-            "rss_per_session": (rss - base) / n, "peak_rss": peak_rss(), "open_cpu_s": open_cpu,
+            "sessions": n,
+            "tasks_only": tasks_only,
+            "rss_before": base,
+            "rss_open": rss,
+            "rss_per_session": (rss - base) / n,
+            "peak_rss": peak_rss(),
+            "open_cpu_s": open_cpu,
         }
 
     return trio.run(main)

@@ -24,7 +24,12 @@ _TOOLS: list[Any] = [
         "type": "function",
         "name": name,
         "description": "Do nothing.",
-        "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"], "additionalProperties": False},
+        "parameters": {
+            "type": "object",
+            "properties": {"x": {"type": "integer"}},
+            "required": ["x"],
+            "additionalProperties": False,
+        },
         "strict": False,
     }
     for name in tool_names()
@@ -58,7 +63,13 @@ def streaming(params: dict[str, Any]) -> dict[str, Any]:
         try:
             c0, t0 = cpu(), time.perf_counter()
             events, deltas, ttft, _ = await _stream(client, t0, input=[_USER])
-            return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "ttft_s": ttft, "events_seen": events, "deltas_seen": deltas}
+            return {
+                "cpu_s": cpu() - c0,
+                "wall_s": time.perf_counter() - t0,
+                "ttft_s": ttft,
+                "events_seen": events,
+                "deltas_seen": deltas,
+            }
         finally:
             await client.close()
 

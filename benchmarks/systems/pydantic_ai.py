@@ -81,7 +81,9 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
                 deltas, _, messages = await _run(agent, t0)
                 returns = sum(isinstance(p, ToolReturnPart) for m in messages for p in m.parts)
                 if returns != TOOL_COUNT or not deltas:
-                    raise RuntimeError(f"expected {TOOL_COUNT} tool returns and an answer, got {returns} and {deltas} deltas")
+                    raise RuntimeError(
+                        f"expected {TOOL_COUNT} tool returns and an answer, got {returns} and {deltas} deltas"
+                    )
             return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "turns": turns}
         finally:
             await client.close()

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from actors.approvals import ApprovalPolicy, ApprovalRequest, Approvals
-from actors.builtin.apply_patch import (
+from actors.tools import ToolInvocation, ToolRegistry, open_tool_actor
+from actors.tools.approvals import ApprovalPolicy, ApprovalRequest, Approvals
+from actors.tools.builtin.apply_patch import (
     APPLY_PATCH_LARK_GRAMMAR,
     AddFile,
     DeleteFile,
@@ -30,7 +31,6 @@ from actors.builtin.apply_patch import (
     make_apply_patch_tool,
     parse_patch,
 )
-from actors.tools import ToolInvocation, ToolRegistry, open_tool_actor
 from kernel import (
     CompletedResponseItem,
     CustomToolCall,
@@ -135,7 +135,9 @@ def test_parse_is_lenient_like_codex() -> None:
     expected = (UpdateFile("a.txt", None, (UpdateChunk(("one",), ("two",)),)),)
     body = ["*** Update File: a.txt", "@@", "-one", "+two"]
     # whitespace around the markers
-    assert parse_patch(" *** Begin Patch \n  *** Update File: a.txt\n@@\n-one\n+two\n *** End Patch \n").hunks == expected
+    assert (
+        parse_patch(" *** Begin Patch \n  *** Update File: a.txt\n@@\n-one\n+two\n *** End Patch \n").hunks == expected
+    )
     # a heredoc wrapper, quoted or not, with or without the command name
     for opener in ("<<EOF", "<<'EOF'", '<<"EOF"', "apply_patch <<'PATCH'"):
         closer = "PATCH" if "PATCH" in opener else "EOF"
@@ -164,10 +166,18 @@ def test_parse_is_lenient_like_codex() -> None:
         ("bad\n*** End Patch", 1, "first line of the patch must be '*** Begin Patch'"),
         ("*** Begin Patch\n*** Add File: a\n+x\n", 3, "last line of the patch must be '*** End Patch'"),
         ("\n\n*** Begin Patch\n*** Add File: a\n", 4, "last line of the patch must be '*** End Patch'"),
-        (wrap("*** Add File: a", "+x", "*** Frobnicate File: b"), 4, "'*** Frobnicate File: b' is not a valid hunk header"),
+        (
+            wrap("*** Add File: a", "+x", "*** Frobnicate File: b"),
+            4,
+            "'*** Frobnicate File: b' is not a valid hunk header",
+        ),
         (wrap("*** Add File: a", "oops"), 3, "'oops' is not a valid hunk header"),
         (wrap("*** Delete File: a", "*** Update File: test.py"), 3, "Update file hunk for path 'test.py' is empty"),
-        (wrap("*** Update File: a", "@@", "-x", "bad line"), 5, "Expected update hunk to start with a @@ context marker, got: 'bad line'"),
+        (
+            wrap("*** Update File: a", "@@", "-x", "bad line"),
+            5,
+            "Expected update hunk to start with a @@ context marker, got: 'bad line'",
+        ),
         (wrap("*** Update File: a", "@@ ctx", "bad line"), 4, "Unexpected line found in update hunk: 'bad line'"),
         (wrap("*** Update File: a", "@@"), 4, "Update hunk does not contain any lines"),
         (wrap("*** Update File: a", "@@", "*** End of File"), 4, "Update hunk does not contain any lines"),
@@ -189,7 +199,9 @@ def test_parse_errors_name_the_patch_line(text: str, line: int, fragment: str) -
 # =============================================================================================
 
 
-def update_section(path: str, old: list[str], new: list[str], *, eof_marker: bool = False, move_to: str | None = None) -> list[str]:
+def update_section(
+    path: str, old: list[str], new: list[str], *, eof_marker: bool = False, move_to: str | None = None
+) -> list[str]:
     """The ``*** Update File`` section turning ``old`` into ``new``: difflib's grouped opcodes with
     3 lines of context, one ``@@`` chunk per group."""
     out = [f"*** Update File: {path}"]
@@ -215,9 +227,7 @@ def text_of(lines: list[str]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-line_text = st.text(
-    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=10
-)
+line_text = st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=10)
 
 
 @st.composite
@@ -247,7 +257,9 @@ def edits(draw: st.DrawFn, tag: str = "") -> tuple[list[str], list[str]]:
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edit=edits(), eof_marker=st.booleans())
-def test_generated_update_patches_round_trip(tmp_path: Path, edit: tuple[list[str], list[str]], eof_marker: bool) -> None:
+def test_generated_update_patches_round_trip(
+    tmp_path: Path, edit: tuple[list[str], list[str]], eof_marker: bool
+) -> None:
     old, new = edit
     assume(old != new)
     ws = tmp_path / "ws-round-trip"
@@ -261,7 +273,9 @@ def test_generated_update_patches_round_trip(tmp_path: Path, edit: tuple[list[st
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=50)
 @given(
-    files=st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), edits()), min_size=1, max_size=3, unique_by=lambda f: f[0]),
+    files=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c", "d"]), edits()), min_size=1, max_size=3, unique_by=lambda f: f[0]
+    ),
     moves=st.lists(st.booleans(), min_size=3, max_size=3),
 )
 def test_multi_file_patches_with_moves_round_trip(tmp_path: Path, files: list[Any], moves: list[bool]) -> None:
@@ -325,9 +339,7 @@ def test_add_update_move_delete_in_one_patch(tmp_path: Path) -> None:
             "*** Delete File: old.txt",
         ),
     )
-    assert result.summary == (
-        "Success. Updated the following files:\nA hello.txt\nM src/main.py\nD old.txt\n"
-    )
+    assert result.summary == ("Success. Updated the following files:\nA hello.txt\nM src/main.py\nD old.txt\n")
     assert (tmp_path / "hello.txt").read_text() == "Hello world\n"
     assert (tmp_path / "src/main.py").read_text() == "def greet():\n    print('Hello, world!')\n    return 1\n"
     assert (tmp_path / "src/main.py").stat().st_mode & 0o777 == 0o755  # the mode moves with the file
@@ -339,11 +351,19 @@ def test_later_hunks_see_earlier_ones(tmp_path: Path) -> None:
     apply_patch(
         tmp_path,
         wrap(
-            "*** Update File: a.txt", "@@", "-one", "+two",
-            "*** Update File: a.txt", "@@", "-two", "+three",
-            "*** Add File: b.txt", "+b",
+            "*** Update File: a.txt",
+            "@@",
+            "-one",
+            "+two",
+            "*** Update File: a.txt",
+            "@@",
+            "-two",
+            "+three",
+            "*** Add File: b.txt",
+            "+b",
             "*** Delete File: b.txt",
-            "*** Add File: b.txt", "+again",
+            "*** Add File: b.txt",
+            "+again",
         ),
     )
     assert (tmp_path / "a.txt").read_text() == "three\n"
@@ -353,7 +373,10 @@ def test_later_hunks_see_earlier_ones(tmp_path: Path) -> None:
 def test_matching_is_lenient_like_codex(tmp_path: Path) -> None:
     f = tmp_path / "f.py"
     f.write_text("def f():   \n    x = “quoted” — dash\n    return x\n")
-    apply_patch(tmp_path, wrap("*** Update File: f.py", "@@", " def f():", '-x = "quoted" - dash', "+    x = 1", "     return x"))
+    apply_patch(
+        tmp_path,
+        wrap("*** Update File: f.py", "@@", " def f():", '-x = "quoted" - dash', "+    x = 1", "     return x"),
+    )
     # as in codex, the matched range (context lines too) takes the patch's text
     assert f.read_text() == "def f():\n    x = 1\n    return x\n"
 
@@ -361,7 +384,10 @@ def test_matching_is_lenient_like_codex(tmp_path: Path) -> None:
 def test_context_headers_narrow_the_position(tmp_path: Path) -> None:
     f = tmp_path / "f.py"
     f.write_text("class A:\n    def m(self):\n        pass\nclass B:\n    def m(self):\n        pass\n")
-    apply_patch(tmp_path, wrap("*** Update File: f.py", "@@ class B:", "@@     def m(self):", "-        pass", "+        return 2"))
+    apply_patch(
+        tmp_path,
+        wrap("*** Update File: f.py", "@@ class B:", "@@     def m(self):", "-        pass", "+        return 2"),
+    )
     assert f.read_text() == "class A:\n    def m(self):\n        pass\nclass B:\n    def m(self):\n        return 2\n"
     # a pure addition goes right after its context line
     apply_patch(tmp_path, wrap("*** Update File: f.py", "@@ class A:", "+    '''Doc.'''"))
@@ -424,15 +450,25 @@ def assert_refused(ws: Path, patch: str, *fragments: str) -> PatchError:
 
 def test_escapes_are_refused_and_nothing_is_written(ws: Path) -> None:
     first = "*** Add File: fine.txt\n+fine"
-    assert_refused(ws, wrap(first, "*** Add File: ../outside/x.txt", "+x"), "'../outside/x.txt'", "outside the workspace")
+    assert_refused(
+        ws, wrap(first, "*** Add File: ../outside/x.txt", "+x"), "'../outside/x.txt'", "outside the workspace"
+    )
     assert_refused(ws, wrap(first, "*** Add File: a/../../outside/x.txt", "+x"), "'a/../../outside/x.txt'", "outside")
     assert_refused(ws, wrap(first, "*** Update File: /etc/passwd", "@@", "-root", "+me"), "'/etc/passwd'", "absolute")
     assert_refused(ws, wrap(first, "*** Delete File: /etc/passwd"), "absolute")
-    assert_refused(ws, wrap(first, "*** Update File: keep.txt", "*** Move to: ../stolen.txt", "@@", "-keep", "+x"), "'../stolen.txt'")
+    assert_refused(
+        ws,
+        wrap(first, "*** Update File: keep.txt", "*** Move to: ../stolen.txt", "@@", "-keep", "+x"),
+        "'../stolen.txt'",
+    )
     assert_refused(ws, wrap("*** Add File: .", "+x"), "does not name a file")
     # a symlink to a file outside: update, delete, add over it
     (ws / "link.txt").symlink_to(ws.parent / "outside/secret.txt")
-    for hunk in (["*** Update File: link.txt", "@@", "-secret", "+pwned"], ["*** Delete File: link.txt"], ["*** Add File: link.txt", "+x"]):
+    for hunk in (
+        ["*** Update File: link.txt", "@@", "-secret", "+pwned"],
+        ["*** Delete File: link.txt"],
+        ["*** Add File: link.txt", "+x"],
+    ):
         err = assert_refused(ws, wrap(first, *hunk), "'link.txt'", "through a symbolic link", "outside")
         assert err.path == "link.txt"
     # a symlinked parent directory
@@ -457,14 +493,26 @@ def test_symlinks_inside_the_workspace_are_fine(ws: Path) -> None:
 
 
 def test_missing_and_existing_files_are_errors(ws: Path) -> None:
-    assert_refused(ws, wrap("*** Add File: new.txt", "+x", "*** Update File: nope.txt", "@@", "-a", "+b"), "cannot update 'nope.txt'", "no such file", "patch line 4")
-    assert_refused(ws, wrap("*** Add File: new.txt", "+x", "*** Delete File: nope.txt"), "cannot delete 'nope.txt'", "no such file")
+    assert_refused(
+        ws,
+        wrap("*** Add File: new.txt", "+x", "*** Update File: nope.txt", "@@", "-a", "+b"),
+        "cannot update 'nope.txt'",
+        "no such file",
+        "patch line 4",
+    )
+    assert_refused(
+        ws, wrap("*** Add File: new.txt", "+x", "*** Delete File: nope.txt"), "cannot delete 'nope.txt'", "no such file"
+    )
     assert_refused(ws, wrap("*** Add File: keep.txt", "+x"), "cannot add 'keep.txt'", "already exists")
     (ws / "dir").mkdir()
     assert_refused(ws, wrap("*** Delete File: dir"), "'dir'", "is a directory")
     assert_refused(ws, wrap("*** Add File: keep.txt/inner.txt", "+x"), "'keep.txt' is not a directory")
     (ws / "other.txt").write_text("o\n")
-    assert_refused(ws, wrap("*** Update File: keep.txt", "*** Move to: other.txt", "@@", "-keep", "+k"), "destination already exists")
+    assert_refused(
+        ws,
+        wrap("*** Update File: keep.txt", "*** Move to: other.txt", "@@", "-keep", "+k"),
+        "destination already exists",
+    )
     assert_refused(ws, wrap(), "No files were modified.")
 
 
@@ -476,11 +524,24 @@ def test_a_mismatch_in_a_later_hunk_or_file_changes_nothing(tmp_path: Path) -> N
     before = snapshot(tmp_path)
     # the second hunk of the first file does not match
     patch = wrap(
-        "*** Add File: new/added.txt", "+added",
+        "*** Add File: new/added.txt",
+        "+added",
         "*** Update File: a.txt",
-        "@@", " line 2", "-line 3", "+LINE 3", " line 4",
-        "@@", " line 30", "-line thirty-one", "-line 32", "+LINE 31", " line 33",
-        "*** Update File: b.txt", "@@", "-line 1", "+LINE 1",
+        "@@",
+        " line 2",
+        "-line 3",
+        "+LINE 3",
+        " line 4",
+        "@@",
+        " line 30",
+        "-line thirty-one",
+        "-line 32",
+        "+LINE 31",
+        " line 33",
+        "*** Update File: b.txt",
+        "@@",
+        "-line 1",
+        "+LINE 1",
     )
     with pytest.raises(PatchError) as info:
         apply_patch(tmp_path, patch)
@@ -492,7 +553,9 @@ def test_a_mismatch_in_a_later_hunk_or_file_changes_nothing(tmp_path: Path) -> N
     assert "The closest lines in a.txt are at line 30:" in message and "    30 | line 30" in message
     assert snapshot(tmp_path) == before
     # the second file does not match
-    patch = wrap("*** Update File: a.txt", "@@", "-line 1", "+LINE 1", "*** Update File: b.txt", "@@", "-no such line", "+x")
+    patch = wrap(
+        "*** Update File: a.txt", "@@", "-line 1", "+LINE 1", "*** Update File: b.txt", "@@", "-no such line", "+x"
+    )
     with pytest.raises(PatchError, match=r"^Failed to find expected lines in b\.txt: hunk 1 of 1") as info:
         apply_patch(tmp_path, patch)
     assert "    no such line" in str(info.value)
@@ -520,12 +583,21 @@ def test_a_failed_write_rolls_back_what_was_written(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(os, "replace", flaky_replace)
     patch = wrap(
-        "*** Update File: a.txt", "@@", "-a", "+A",
-        "*** Add File: deep/new/dir/n.txt", "+n",
-        "*** Update File: b.txt", "@@", "-b", "+B",
+        "*** Update File: a.txt",
+        "@@",
+        "-a",
+        "+A",
+        "*** Add File: deep/new/dir/n.txt",
+        "+n",
+        "*** Update File: b.txt",
+        "@@",
+        "-b",
+        "+B",
         "*** Delete File: gone.txt",
     )
-    with pytest.raises(PatchError, match=r"failed to write 'b\.txt': .*No space left on device.*nothing was changed") as info:
+    with pytest.raises(
+        PatchError, match=r"failed to write 'b\.txt': .*No space left on device.*nothing was changed"
+    ) as info:
         apply_patch(tmp_path, patch)
     assert not info.value.changed
     assert snapshot(tmp_path) == before  # contents, mtimes, no new dirs, no temp files
@@ -551,7 +623,16 @@ def test_tool_spec() -> None:
     assert spec.format.type == "grammar" and spec.format.syntax == "lark"
     assert spec.format.definition == APPLY_PATCH_LARK_GRAMMAR
     assert spec.format.definition.startswith("start: begin_patch hunk+ end_patch\n")
-    for needle in ("*** Begin Patch", "*** Add File:", "*** Update File:", "*** Move to:", "*** Delete File:", "@@", "*** End of File", "FREEFORM"):
+    for needle in (
+        "*** Begin Patch",
+        "*** Add File:",
+        "*** Update File:",
+        "*** Move to:",
+        "*** Delete File:",
+        "@@",
+        "*** End of File",
+        "FREEFORM",
+    ):
         assert needle in spec.description
     assert make_apply_patch_tool(".", name="edit").spec.name == "edit"
 
@@ -567,7 +648,9 @@ async def test_tool_success_and_model_visible_failure(tmp_path: Path) -> None:
         assert body["metadata"]["exit_code"] == 0 and isinstance(body["metadata"]["duration_seconds"], float)
         assert (tmp_path / "a.txt").read_text() == "two\n"
         # the kernel re-serialises it like a shell output
-        prompt = Prompt(input=[CustomToolCall(call_id="c1", name="apply_patch", input="..."), out], tools=registry.specs())
+        prompt = Prompt(
+            input=[CustomToolCall(call_id="c1", name="apply_patch", input="..."), out], tools=registry.specs()
+        )
         shown = prompt.formatted_input()[1]
         assert isinstance(shown, CustomToolCallOutput)
         shown_text = out_text(shown)
@@ -575,7 +658,9 @@ async def test_tool_success_and_model_visible_failure(tmp_path: Path) -> None:
         assert shown_text.endswith(" seconds\nOutput:\nSuccess. Updated the following files:\nA b.txt\nM a.txt\n")
 
         before = snapshot(tmp_path)
-        out = await call(actor, wrap("*** Add File: c.txt", "+c", "*** Update File: a.txt", "@@", "-one", "+three"), "c2")
+        out = await call(
+            actor, wrap("*** Add File: c.txt", "+c", "*** Update File: a.txt", "@@", "-one", "+three"), "c2"
+        )
         assert isinstance(out, CustomToolCallOutput) and out.output.success is False
         text = out_text(out)
         assert "Failed to find expected lines in a.txt" in text and "    one" in text
@@ -606,7 +691,11 @@ async def test_tool_asks_for_approval(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("one\n")
     approvals = FakeApprovals()
     tool = make_apply_patch_tool(tmp_path, approvals=approvals)
-    patch = "<<'EOF'\n" + wrap("*** Update File: a.txt", "*** Move to: b.txt", "@@", "-one", "+two", "*** Add File: c.txt", "+c") + "EOF\n"
+    patch = (
+        "<<'EOF'\n"
+        + wrap("*** Update File: a.txt", "*** Move to: b.txt", "@@", "-one", "+two", "*** Add File: c.txt", "+c")
+        + "EOF\n"
+    )
     output = await tool.invoke((patch,), {})
     assert output.success is True and (tmp_path / "b.txt").read_text() == "two\n"
     (request,) = approvals.requests

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from actors.approvals import ApprovalPolicy, ApprovalRequest, Approvals, is_read_only_command
+from actors.tools.approvals import ApprovalPolicy, ApprovalRequest, Approvals, is_read_only_command
 from kernel import RespondToModel
 
 READ_ONLY = ("bash", "-lc", "ls -la && cat README.md")

@@ -40,13 +40,15 @@ from actors.batch import (
 from actors.model import ModelSettings, open_model_actor
 from actors.scripted import (
     Disconnect,
-    FunctionCall as ScriptCall,
     HttpError,
     Reply,
     Script,
     Text,
     Usage,
     open_scripted_server,
+)
+from actors.scripted import (
+    FunctionCall as ScriptCall,
 )
 from actors.tools import ToolRegistry
 from kernel import FatalToolError, Message, ModelClient, ModelEvent, Prompt
@@ -94,7 +96,9 @@ def test_load_tasks_reports_bad_lines_and_keeps_the_rest(tmp_path: Path) -> None
         json.dumps({"id": "c", "input": "x", "tools": ["shell", "rm"]}),  # 6: unknown tool
         json.dumps({"id": "d", "input": "x", "extra": 1}),  # 7: unknown key
         json.dumps([1, 2]),  # 8: not an object
-        json.dumps({"id": 7, "input": [item], "tools": ["shell"], "model": "m2", "cwd": ".", "metadata": {"k": 1}}),  # 9
+        json.dumps(
+            {"id": 7, "input": [item], "tools": ["shell"], "model": "m2", "cwd": ".", "metadata": {"k": 1}}
+        ),  # 9
         json.dumps({"id": "e", "input": [{"type": "message", "role": 5}]}),  # 10: malformed wire item
         json.dumps({"id": "", "input": "x"}),  # 11: empty id
     ]
@@ -137,7 +141,9 @@ def test_results_file_is_durable_locked_and_cuts_a_torn_line(tmp_path: Path) -> 
     out = tmp_path / "out"
     with ResultsFile(out) as results:
         results.append(TaskResult(id="a", status="completed", final_message="ok", usage={"total_tokens": 3}))
-        results.append_many([TaskResult(id="b", status="failed", error="StreamError: x"), TaskResult(id="c", status="aborted")])
+        results.append_many(
+            [TaskResult(id="b", status="failed", error="StreamError: x"), TaskResult(id="c", status="aborted")]
+        )
         with pytest.raises(ResultsFileError, match="already has a record"):
             results.append(TaskResult(id="a", status="completed"))
         with pytest.raises(ResultsFileLocked):
@@ -314,7 +320,10 @@ async def nursery_start_actor(nursery: trio.Nursery, base_url: str) -> Any:
 
 async def test_run_task_restarts_a_killed_attempt_and_reports_setup_failures(tmp_path: Path) -> None:
     script = Script(
-        [Reply(items=[ScriptCall("call_1", "shell", {"command": ["bash", "-c", "echo hi > made.txt"]})]), Reply(items=[Text("made it")])]
+        [
+            Reply(items=[ScriptCall("call_1", "shell", {"command": ["bash", "-c", "echo hi > made.txt"]})]),
+            Reply(items=[Text("made it")]),
+        ]
     )
     stale = tmp_path / "rollouts" / "with-tools.jsonl"
     stale.parent.mkdir()
@@ -325,7 +334,12 @@ async def test_run_task_restarts_a_killed_attempt_and_reports_setup_failures(tmp
         async with open_model_actor(ModelSettings(base_url=server.base_url, model="m1")) as actor:
             task = BatchTask(id="with-tools", input="make a file", tools=["shell"])
             result = await run_task(task, out_dir=tmp_path, model=actor)
-            assert (result.status, result.final_message, result.tool_calls, result.attempt) == ("completed", "made it", 1, 2)
+            assert (result.status, result.final_message, result.tool_calls, result.attempt) == (
+                "completed",
+                "made it",
+                1,
+                2,
+            )
             workspace = tmp_path / "workspaces" / "with-tools"
             assert (workspace / "made.txt").read_text() == "hi\n" and not (workspace / "junk").exists()
             assert (tmp_path / "workspaces" / "with-tools.stale-1" / "junk").exists()
@@ -338,7 +352,9 @@ async def test_run_task_restarts_a_killed_attempt_and_reports_setup_failures(tmp
             assert other.status == "completed"
             assert [r.body["model"] for r in server.requests] == ["m1", "m1", "m2"]
 
-            missing = await run_task(BatchTask(id="bad-cwd", input="hi", cwd=str(tmp_path / "nope")), out_dir=tmp_path, model=actor)
+            missing = await run_task(
+                BatchTask(id="bad-cwd", input="hi", cwd=str(tmp_path / "nope")), out_dir=tmp_path, model=actor
+            )
             assert missing.status == "failed" and missing.error is not None and "not a directory" in missing.error
 
     plain = ScriptedModel([text_response("fine")])
@@ -424,7 +440,19 @@ async def test_sigkill_mid_run_then_resume_gives_exactly_one_record_per_task(tmp
     out = tmp_path / "out"
     env = _env(tmp_path)
     async with open_scripted_server(slow, record_requests=False) as server:
-        args = ["batch", str(tasks_file), "--out", str(out), "--concurrency", "12", "--base-url", server.base_url, "--model", "m", "--json"]
+        args = [
+            "batch",
+            str(tasks_file),
+            "--out",
+            str(out),
+            "--concurrency",
+            "12",
+            "--base-url",
+            server.base_url,
+            "--model",
+            "m",
+            "--json",
+        ]
         first = await _kill_after(args, env, 20)
         after_first = [r.id for r in read_results(out)]
         assert set(first) <= set(after_first)  # every acknowledged record survived SIGKILL
@@ -476,7 +504,9 @@ def _max_in_window(times: list[float], window: float) -> int:
     return best
 
 
-async def test_rpm_holds_across_sessions_under_a_mock_clock(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_rpm_holds_across_sessions_under_a_mock_clock(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     class Model:  # a fresh in-memory model per request: every task gets "done"
         def stream(self, prompt: Prompt) -> Any:
             return ScriptedModel([text_response("done")]).stream(prompt)
@@ -641,7 +671,9 @@ def test_cli_batch_reports_bad_lines_and_runs_the_rest(
     _one_per_id(out, {"one", "two"})
 
 
-def test_cli_batch_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_batch_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from actors.cli import main
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

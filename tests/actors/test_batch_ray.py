@@ -50,7 +50,9 @@ def ray_cluster() -> Iterator[None]:
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The scripted server as a process; each reply streams 6 deltas 20 ms apart (~0.12 s a task)."""
     script = tmp_path_factory.mktemp("script") / "script.json"
-    script.write_text(json.dumps({"default": {"items": [{"type": "text", "text": TEXT, "chunk_size": 5}], "delta_delay": 0.02}}))
+    script.write_text(
+        json.dumps({"default": {"items": [{"type": "text", "text": TEXT, "chunk_size": 5}], "delta_delay": 0.02}})
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "actors.scripted", "--port", "0", "--script", os.fspath(script)],
         stdout=subprocess.PIPE,
@@ -101,7 +103,9 @@ async def _kill_a_worker_when(out: Path, min_records: int, killed: dict[str, Any
     await trio.to_thread.run_sync(find_and_kill)
 
 
-async def test_200_tasks_two_workers_one_killed_mid_run_exactly_once(ray_cluster: None, server_url: str, tmp_path: Path) -> None:
+async def test_200_tasks_two_workers_one_killed_mid_run_exactly_once(
+    ray_cluster: None, server_url: str, tmp_path: Path
+) -> None:
     """200 tasks (10 already recorded by an earlier run) over 2 workers; one worker process is
     SIGKILLed once 40 records exist: exactly 200 records, none lost, none doubled."""
     tasks = _tasks(200)
@@ -143,7 +147,9 @@ async def test_200_tasks_two_workers_one_killed_mid_run_exactly_once(ray_cluster
     assert len(read_results(tmp_path)) == 200
 
 
-async def test_a_poison_task_is_given_up_after_killing_its_workers(ray_cluster: None, server_url: str, tmp_path: Path) -> None:
+async def test_a_poison_task_is_given_up_after_killing_its_workers(
+    ray_cluster: None, server_url: str, tmp_path: Path
+) -> None:
     def poison_tools(task: BatchTask, workspace: Any) -> list[Any]:
         """Kills its worker process for the poison task (runs on the workers: a closure, so
         Ray pickles it by value)."""

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors._chat import ChatStreamDecoder, chat_error, chat_request_body
+from actors.model._chat import ChatStreamDecoder, chat_error, chat_request_body
 from kernel.errors import (
     ContextWindowExceeded,
     IncompleteResponse,
@@ -53,9 +53,7 @@ from kernel.stream import (
 
 def sse(*chunks: Any, done: bool = True, crlf: bool = False) -> bytes:
     """An SSE body of ``data: <json>`` events (strings are sent raw), then ``data: [DONE]``."""
-    parts = [
-        f"data: {c if isinstance(c, str) else json.dumps(c)}\n\n".encode() for c in chunks
-    ]
+    parts = [f"data: {c if isinstance(c, str) else json.dumps(c)}\n\n".encode() for c in chunks]
     if done:
         parts.append(b"data: [DONE]\n\n")
     body = b"".join(parts)
@@ -94,7 +92,9 @@ def tc(index: int | None, *, id: str | None = None, name: str | None = None, arg
 USAGE = {"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
 
 
-def decode(body: bytes, cuts: list[int] | None = None, *, decoder: ChatStreamDecoder | None = None) -> tuple[list[ModelEvent], ChatStreamDecoder]:
+def decode(
+    body: bytes, cuts: list[int] | None = None, *, decoder: ChatStreamDecoder | None = None
+) -> tuple[list[ModelEvent], ChatStreamDecoder]:
     d = decoder or ChatStreamDecoder()
     events: list[ModelEvent] = []
     start = 0
@@ -189,7 +189,12 @@ def test_usage_is_optional_and_cached_tokens_are_read() -> None:
 def test_reasoning_deltas_both_spellings() -> None:
     for key in ("reasoning_content", "reasoning"):
         events, d = decode(
-            sse(chunk({key: "think "}), chunk({key: "hard", "content": None}), chunk({"content": "ok"}), chunk({}, "stop"))
+            sse(
+                chunk({key: "think "}),
+                chunk({key: "hard", "content": None}),
+                chunk({"content": "ok"}),
+                chunk({}, "stop"),
+            )
         )
         assert d.error is None
         assert [e for e in events if isinstance(e, ReasoningContentDelta)] == [
@@ -237,10 +242,15 @@ _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
     order=st.randoms(use_true_random=False),
     cuts=st.lists(st.integers(0, 5000), max_size=10),
 )
-def test_generated_streams_reassemble(text_pieces: list[str], calls: list[list[str]], order: Any, cuts: list[int]) -> None:
+def test_generated_streams_reassemble(
+    text_pieces: list[str], calls: list[list[str]], order: Any, cuts: list[int]
+) -> None:
     chunks: list[Any] = [chunk({"content": p}) for p in text_pieces]
     # fragments of all calls, interleaved at random but in order within each call
-    queues = [[tc(i, id=f"call_{i}", name=f"tool{i}", args=frags[0])] + [tc(i, args=f) for f in frags[1:]] for i, frags in enumerate(calls)]
+    queues = [
+        [tc(i, id=f"call_{i}", name=f"tool{i}", args=frags[0])] + [tc(i, args=f) for f in frags[1:]]
+        for i, frags in enumerate(calls)
+    ]
     while any(queues):
         q = order.choice([q for q in queues if q])
         chunks.append(chunk({"tool_calls": [q.pop(0)]}))
@@ -326,9 +336,26 @@ def test_wrong_shape_is_a_stream_error_naming_the_field(bad: str, where: str) ->
 @pytest.mark.parametrize(
     "error, cls",
     [
-        ({"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"}, ContextWindowExceeded),
-        ({"message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.", "type": "BadRequestError", "code": 400}, ContextWindowExceeded),
-        ({"code": 400, "message": "the request exceeds the available context size", "type": "exceed_context_size_error"}, ContextWindowExceeded),
+        (
+            {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"},
+            ContextWindowExceeded,
+        ),
+        (
+            {
+                "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.",
+                "type": "BadRequestError",
+                "code": 400,
+            },
+            ContextWindowExceeded,
+        ),
+        (
+            {
+                "code": 400,
+                "message": "the request exceeds the available context size",
+                "type": "exceed_context_size_error",
+            },
+            ContextWindowExceeded,
+        ),
         ({"message": "quota", "code": "insufficient_quota"}, QuotaExceeded),
         ({"message": "limit", "type": "usage_limit_reached"}, UsageLimitReached),
         ({"message": "bad param", "type": "BadRequestError", "code": 400}, InvalidRequest),
@@ -345,7 +372,9 @@ def test_error_object_in_a_chunk_maps_to_its_kernel_error(error: Any, cls: type[
 
 
 def test_rate_limit_error_carries_the_requested_delay() -> None:
-    _, d = decode(sse({"error": {"message": "Rate limit reached. Please try again in 1.898s.", "code": "rate_limit_exceeded"}}))
+    _, d = decode(
+        sse({"error": {"message": "Rate limit reached. Please try again in 1.898s.", "code": "rate_limit_exceeded"}})
+    )
     assert isinstance(d.error, RateLimited) and d.error.retry_after == pytest.approx(1.898)
     err = chat_error({"message": "busy, try again in 28ms", "type": "server_error"})
     assert isinstance(err, StreamError) and err.retry_after == pytest.approx(0.028)
@@ -361,7 +390,9 @@ def test_error_event_name() -> None:
 
 @pytest.mark.parametrize("reason, detail", [("length", "max_output_tokens"), ("content_filter", "content_filter")])
 def test_truncated_finish_reasons_are_incomplete(reason: str, detail: str) -> None:
-    events, d = decode(sse(chunk({"content": "half", "tool_calls": [tc(0, id="c", name="f", args='{"a"')]}), chunk({}, reason)))
+    events, d = decode(
+        sse(chunk({"content": "half", "tool_calls": [tc(0, id="c", name="f", args='{"a"')]}), chunk({}, reason))
+    )
     assert isinstance(d.error, IncompleteResponse) and d.error.reason == detail
     # the text is kept as an item; a call cut mid-arguments is not executed
     assert done_items(events) == [Message.assistant("half", id="msg_chatcmpl-1")]
@@ -378,7 +409,30 @@ def test_random_bytes_never_raise(body: bytes, cuts: list[int]) -> None:
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["id", "index", "delta", "content", "tool_calls", "function", "name", "arguments", "choices", "finish_reason", "usage", "error", "reasoning"]), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "index",
+                    "delta",
+                    "content",
+                    "tool_calls",
+                    "function",
+                    "name",
+                    "arguments",
+                    "choices",
+                    "finish_reason",
+                    "usage",
+                    "error",
+                    "reasoning",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 
@@ -397,7 +451,17 @@ def test_random_json_chunks_never_raise(values: list[Any], done: bool) -> None:
 
 def test_finish_reason_in_the_content_chunk_and_null_fields() -> None:
     body = sse(
-        {"id": "x", "choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": None, "reasoning_content": None}, "finish_reason": None}], "usage": None},
+        {
+            "id": "x",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": None, "tool_calls": None, "reasoning_content": None},
+                    "finish_reason": None,
+                }
+            ],
+            "usage": None,
+        },
         {"id": "x", "choices": [{"delta": {"content": "all at once"}, "finish_reason": "stop"}]},
         {"id": "x", "choices": [{"index": 0, "delta": None, "finish_reason": None, "logprobs": None}]},
     )
@@ -522,7 +586,11 @@ def _conversation() -> list[Any]:
 
 
 TOOLS = [
-    FunctionTool(name="shell", description="Run a command", parameters={"type": "object", "properties": {"cmd": {"type": "array"}}}),
+    FunctionTool(
+        name="shell",
+        description="Run a command",
+        parameters={"type": "object", "properties": {"cmd": {"type": "array"}}},
+    ),
     FreeformTool(name="apply_patch", description="Patch files", format=FreeformToolFormat(definition="start: /.+/")),
     UnknownTool({"type": "web_search"}),
 ]
@@ -544,7 +612,11 @@ def test_request_body_maps_the_conversation() -> None:
             "tool_calls": [
                 {"id": "c1", "type": "function", "function": {"name": "shell", "arguments": '{"cmd":["ls"]}'}},
                 {"id": "c2", "type": "function", "function": {"name": "shell", "arguments": '{"cmd":["pwd"]}'}},
-                {"id": "c3", "type": "function", "function": {"name": "apply_patch", "arguments": '{"input":"*** Begin Patch"}'}},
+                {
+                    "id": "c3",
+                    "type": "function",
+                    "function": {"name": "apply_patch", "arguments": '{"input":"*** Begin Patch"}'},
+                },
             ],
         },
         {"role": "tool", "tool_call_id": "c1", "content": "a.txt"},
@@ -595,7 +667,13 @@ def test_request_body_developer_role_images_and_output_schema() -> None:
     prompt = Prompt(
         input=[
             Message(role="developer", content=({"type": "input_text", "text": "d"},)),
-            Message(role="user", content=({"type": "input_text", "text": "see"}, {"type": "input_image", "image_url": "data:image/png;base64,AA"})),
+            Message(
+                role="user",
+                content=(
+                    {"type": "input_text", "text": "see"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,AA"},
+                ),
+            ),
         ],
         output_schema=schema,
     )
@@ -614,7 +692,14 @@ def test_round_trip_decoded_calls_become_matching_tool_messages() -> None:
     events, d = decode(
         sse(
             chunk({"content": "Sure."}),
-            chunk({"tool_calls": [tc(0, name="shell", args='{"cmd":["ls"]}'), tc(1, id="p1", name="apply_patch", args='{"input":"P"}')]}),
+            chunk(
+                {
+                    "tool_calls": [
+                        tc(0, name="shell", args='{"cmd":["ls"]}'),
+                        tc(1, id="p1", name="apply_patch", args='{"input":"P"}'),
+                    ]
+                }
+            ),
             chunk({}, "tool_calls"),
         ),
         decoder=ChatStreamDecoder.for_prompt(prompt),
@@ -635,7 +720,11 @@ def test_round_trip_decoded_calls_become_matching_tool_messages() -> None:
             "role": "assistant",
             "content": "Sure.",
             "tool_calls": [
-                {"id": "call_chatcmpl-1_0", "type": "function", "function": {"name": "shell", "arguments": '{"cmd":["ls"]}'}},
+                {
+                    "id": "call_chatcmpl-1_0",
+                    "type": "function",
+                    "function": {"name": "shell", "arguments": '{"cmd":["ls"]}'},
+                },
                 {"id": "p1", "type": "function", "function": {"name": "apply_patch", "arguments": '{"input":"P"}'}},
             ],
         },

@@ -70,7 +70,12 @@ def _script(path: Path, replies: list[Any], **fields: Any) -> Path:
 
 
 def _shell_call(call_id: str, script: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": "shell", "arguments": {"command": ["bash", "-c", script]}}
+    return {
+        "type": "function_call",
+        "call_id": call_id,
+        "name": "shell",
+        "arguments": {"command": ["bash", "-c", script]},
+    }
 
 
 def _records(rollout: Path) -> list[dict[str, Any]]:
@@ -155,12 +160,23 @@ async def test_ctrl_c_interrupts_cleanly_then_resume_and_history(tmp_path: Path)
     workspace.mkdir()
     pids_file = workspace / "pids"
     sleeper = _shell_call(
-        "call_sleep", f"sleep 60 & echo $! >> {pids_file}; echo $$ >> {pids_file}; sleep 61 & echo $! >> {pids_file}; wait"
+        "call_sleep",
+        f"sleep 60 & echo $! >> {pids_file}; echo $$ >> {pids_file}; sleep 61 & echo $! >> {pids_file}; wait",
     )
     script = _script(tmp_path / "sleep.json", [{"items": ["Sleeping a while.", sleeper]}])
     rollout = tmp_path / "session.jsonl"
     env = _env(tmp_path)
-    args = ["exec", "sleep please", "--script", str(script), "--cwd", str(workspace), "--rollout", str(rollout), "--json"]
+    args = [
+        "exec",
+        "sleep please",
+        "--script",
+        str(script),
+        "--cwd",
+        str(workspace),
+        "--rollout",
+        str(rollout),
+        "--json",
+    ]
     pids: list[int] = []
     try:
         async with _spawned(args, env, stderr=subprocess.DEVNULL) as process:
@@ -192,9 +208,7 @@ async def test_ctrl_c_interrupts_cleanly_then_resume_and_history(tmp_path: Path)
                 os.kill(pid, signal.SIGKILL)
 
     # the rollout records the aborted output (and was flushed and closed)
-    (output,) = [
-        r for r in _records(rollout) if r["type"] == "item" and r["item"]["type"] == "function_call_output"
-    ]
+    (output,) = [r for r in _records(rollout) if r["type"] == "item" and r["item"]["type"] == "function_call_output"]
     assert output["item"]["call_id"] == "call_sleep" and output["success"] is False
     assert "aborted" in output["item"]["output"]
 

@@ -7,7 +7,7 @@ import os
 import tempfile
 import types
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import actors.history as history_module
+import actors.history._actor as history_module
 from actors.history import (
     ABORTED_OUTPUT_TEXT,
     HistoryActor,
@@ -111,7 +111,9 @@ async def test_records_round_trip_and_resume_equals_memory(tmp_path: Path) -> No
         items = sample_items()
         await history.record(items[:3])
         await history.record(items[3:])
-        await history.record_events([TextDelta("msg-1", "do"), ItemCompleted(items[-1]), TurnCompleted("turn-1", "done")])
+        await history.record_events(
+            [TextDelta("msg-1", "do"), ItemCompleted(items[-1]), TurnCompleted("turn-1", "done")]
+        )
         in_memory = await history.items()
         assert keys(in_memory) == keys(items)
         assert list(await history.snapshot()) == in_memory
@@ -147,8 +149,8 @@ async def test_header_has_exactly_the_documented_fields(tmp_path: Path) -> None:
     assert header["model"] == "m-1" and header["cwd"] == "/proj"
     assert header["session_id"] == meta.session_id and len(header["session_id"]) == 36
     created = datetime.fromisoformat(header["created"].replace("Z", "+00:00"))
-    assert created.utcoffset() == timezone.utc.utcoffset(None)
-    assert abs((datetime.now(timezone.utc) - created).total_seconds()) < 60
+    assert created.utcoffset() == UTC.utcoffset(None)
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 60
     assert os.stat(path).st_mode & 0o777 == 0o600
 
 
@@ -221,7 +223,9 @@ def spy_os(monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> types.SimpleNam
     return proxy
 
 
-async def test_fsync_at_creation_turn_boundaries_sync_and_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_fsync_at_creation_turn_boundaries_sync_and_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fsyncs: list[int] = []
 
     def fsync(fd: int) -> None:
@@ -246,7 +250,9 @@ async def test_fsync_at_creation_turn_boundaries_sync_and_close(tmp_path: Path, 
     assert len(fsyncs) == 1  # on close
 
 
-async def test_a_failed_write_is_cut_out_and_later_writes_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_write_is_cut_out_and_later_writes_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "r.jsonl"
     calls = {"n": 0}
 

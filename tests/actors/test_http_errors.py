@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from actors._http_errors import (
+from actors.model._http_errors import (
     MAX_MESSAGE_CHARS,
     error_from_http,
     rate_limits_from_headers,
@@ -58,8 +58,7 @@ def test_429_usage_limit_reached() -> None:
     err = error_from_http(
         429,
         CODEX_HEADERS,
-        body(type="usage_limit_reached", message="You've hit your usage limit.", plan_type="pro",
-             resets_at=1760000000),
+        body(type="usage_limit_reached", message="You've hit your usage limit.", plan_type="pro", resets_at=1760000000),
     )
     assert type(err) is UsageLimitReached and not err.retryable
     assert err.plan_type == "pro" and err.resets_at == 1760000000.0
@@ -83,8 +82,11 @@ def test_429_usage_limit_resets_in_seconds() -> None:
 
 
 def test_429_rate_limited_with_retry_after() -> None:
-    err = error_from_http(429, {"Retry-After": "3"}, body(
-        message="Rate limit reached for requests", type="requests", code="rate_limit_exceeded"))
+    err = error_from_http(
+        429,
+        {"Retry-After": "3"},
+        body(message="Rate limit reached for requests", type="requests", code="rate_limit_exceeded"),
+    )
     assert type(err) is RateLimited and err.retryable
     assert err.retry_after == 3.0
     assert err.message == "429 Too Many Requests: Rate limit reached for requests"
@@ -131,30 +133,50 @@ def test_5xx_without_delay() -> None:
 
 
 def test_400_context_length_exceeded() -> None:
-    err = error_from_http(400, {}, body(
-        message="This model's maximum context length is 128000 tokens.", type="invalid_request_error",
-        param="input", code="context_length_exceeded"))
+    err = error_from_http(
+        400,
+        {},
+        body(
+            message="This model's maximum context length is 128000 tokens.",
+            type="invalid_request_error",
+            param="input",
+            code="context_length_exceeded",
+        ),
+    )
     assert type(err) is ContextWindowExceeded and not err.retryable
 
 
 @pytest.mark.parametrize("status", [400, 404, 422, 413, 418])
 def test_4xx_invalid_request_with_message_from_body(status: int) -> None:
-    err = error_from_http(status, {}, body(message="Unsupported parameter: 'foo'", type="invalid_request_error",
-                                           param="foo", code="unsupported_parameter"))
+    err = error_from_http(
+        status,
+        {},
+        body(
+            message="Unsupported parameter: 'foo'",
+            type="invalid_request_error",
+            param="foo",
+            code="unsupported_parameter",
+        ),
+    )
     assert type(err) is InvalidRequest and not err.retryable
     assert err.status == status
     assert "Unsupported parameter: 'foo'" in err.message
 
 
 def test_422_detail_body() -> None:
-    err = error_from_http(422, {}, json.dumps({"detail": [{"loc": ["body", "model"], "msg": "field required"}]}).encode())
+    err = error_from_http(
+        422, {}, json.dumps({"detail": [{"loc": ["body", "model"], "msg": "field required"}]}).encode()
+    )
     assert type(err) is InvalidRequest and "field required" in err.message
 
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_401_403_unauthorized(status: int) -> None:
-    err = error_from_http(status, {"www-authenticate": "Bearer"}, body(
-        message="Incorrect API key provided: sk-abc***xyz.", type="invalid_request_error", code="invalid_api_key"))
+    err = error_from_http(
+        status,
+        {"www-authenticate": "Bearer"},
+        body(message="Incorrect API key provided: sk-abc***xyz.", type="invalid_request_error", code="invalid_api_key"),
+    )
     assert type(err) is Unauthorized and not err.retryable and err.status == status
 
 
@@ -271,9 +293,10 @@ def test_requested_delay_prefers_the_largest() -> None:
     assert requested_delay(headers, "try again in 10s") == 10.0
 
 
-@given(st.dictionaries(st.sampled_from(["retry-after", "Retry-After", "retry-after-ms", "x"]),
-                       st.text(max_size=40)),
-       st.text(max_size=80))
+@given(
+    st.dictionaries(st.sampled_from(["retry-after", "Retry-After", "retry-after-ms", "x"]), st.text(max_size=40)),
+    st.text(max_size=80),
+)
 @example({"retry-after": "1e999"}, "try again in 99999999999999999999999999999999999999999999999" * 8 + "s")
 @example({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, "")
 @example({"retry-after": "Mon, 01 Jan 0001 00:00:00 GMT"}, "")
@@ -294,10 +317,11 @@ def test_rate_limits_from_headers() -> None:
     upper = {k.upper(): v for k, v in CODEX_HEADERS.items()}
     assert rate_limits_from_headers(upper) == rate_limits_from_headers(CODEX_HEADERS)
     assert rate_limits_from_headers({"x-codex-secondary-used-percent": "5"}) == RateLimitsSnapshot(
-        secondary_used_percent=5.0)
-    assert rate_limits_from_headers({"x-codex-primary-used-percent": "lots",
-                                     "x-codex-primary-window-minutes": "60"}) == RateLimitsSnapshot(
-        primary_window_minutes=60.0)
+        secondary_used_percent=5.0
+    )
+    assert rate_limits_from_headers(
+        {"x-codex-primary-used-percent": "lots", "x-codex-primary-window-minutes": "60"}
+    ) == RateLimitsSnapshot(primary_window_minutes=60.0)
     assert rate_limits_from_headers({"content-type": "application/json"}) is None
     assert rate_limits_from_headers({"x-codex-primary-used-percent": "nope"}) is None
     assert rate_limits_from_headers({}) is None
@@ -310,13 +334,27 @@ def test_rate_limits_from_headers() -> None:
 
 error_bodies = st.one_of(
     st.binary(max_size=300),
-    st.builds(lambda v: json.dumps(v).encode(), st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-        | st.text(max_size=20),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-            st.sampled_from(["error", "message", "code", "type", "detail", "plan_type", "resets_at",
-                             "resets_in_seconds"]), inner, max_size=4),
-        max_leaves=10)),
+    st.builds(
+        lambda v: json.dumps(v).encode(),
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(
+                    st.sampled_from(
+                        ["error", "message", "code", "type", "detail", "plan_type", "resets_at", "resets_in_seconds"]
+                    ),
+                    inner,
+                    max_size=4,
+                )
+            ),
+            max_leaves=10,
+        ),
+    ),
 )
 
 

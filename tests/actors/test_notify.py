@@ -10,9 +10,11 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors.notify import NotificationActor, Notifier, Subscription
+from kernel import TurnHost, run_turn
 from kernel.events import (
     Event,
     EventSink,
@@ -23,10 +25,15 @@ from kernel.events import (
     TurnCompleted,
     TurnStarted,
 )
-from kernel import TurnHost, run_turn
 from kernel.items import Message
-from kernel.testing import FunctionTools, InMemoryHistory, RecordingSink, ScriptedModel, text_response, tool_call_response
-
+from kernel.testing import (
+    FunctionTools,
+    InMemoryHistory,
+    RecordingSink,
+    ScriptedModel,
+    text_response,
+    tool_call_response,
+)
 
 # -- reference model of the policy ------------------------------------------------------------
 

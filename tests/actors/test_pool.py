@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from actors._pool import ShardedTransport
 from actors.model import ModelSettings, open_model_actor
+from actors.model._pool import ShardedTransport
 from actors.scripted import Reply, Script, Text, open_scripted_server
 from actors.session import open_session
 

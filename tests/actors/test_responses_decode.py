@@ -16,13 +16,13 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from actors._responses import (
+from actors.model._responses import (
     OUTPUT_SCHEMA_NAME,
     STREAM_CLOSED_MESSAGE,
     ResponsesStreamDecoder,
     responses_request_body,
 )
-from actors._sse import SSEDecoder
+from actors.model._sse import SSEDecoder
 from kernel.errors import (
     ContextWindowExceeded,
     IncompleteResponse,
@@ -303,8 +303,9 @@ def reframed(draw: st.DrawFn, raw: bytes) -> bytes:
         text = data.decode()
         if draw(st.booleans()):
             # multi-line data: the same JSON pretty-printed, one data: line per line
-            text = json.dumps(json.loads(text), indent=draw(st.sampled_from([None, 1, 2])),
-                              ensure_ascii=draw(st.booleans()))
+            text = json.dumps(
+                json.loads(text), indent=draw(st.sampled_from([None, 1, 2])), ensure_ascii=draw(st.booleans())
+            )
         for line in text.split("\n"):
             sep = "data: " if draw(st.integers(0, 3)) > 0 else "data:"
             if sep == "data:" and line.startswith(" "):
@@ -330,8 +331,9 @@ def test_lone_cr_at_eof_completes_the_last_event() -> None:
     assert error is None and events == [Completed("r", None, None)]
 
 
-@given(st.lists(st.sampled_from(["Hi", " ", "ü", "😀", "\n", '"', "\\", "\r\n", "data: x\n\n"]),
-                max_size=30), st.data())
+@given(
+    st.lists(st.sampled_from(["Hi", " ", "ü", "😀", "\n", '"', "\\", "\r\n", "data: x\n\n"]), max_size=30), st.data()
+)
 def test_text_deltas_survive_any_split(deltas: list[str], data: st.DataObject) -> None:
     stream = sse(
         {"type": "response.created", "response": {"id": "r"}},
@@ -350,18 +352,20 @@ def test_text_deltas_survive_any_split(deltas: list[str], data: st.DataObject) -
 
 
 def test_data_only_events_use_the_json_type() -> None:
-    events, error, _ = run([sse(
-        {"type": "response.output_text.delta", "item_id": "m", "delta": "a"}, COMPLETED, name=False
-    )])
+    events, error, _ = run(
+        [sse({"type": "response.output_text.delta", "item_id": "m", "delta": "a"}, COMPLETED, name=False)]
+    )
     assert error is None
     assert events == [OutputTextDelta("m", "a"), Completed("resp_x", None, None)]
 
 
 def test_event_name_is_used_when_the_json_has_no_type() -> None:
-    events, error, _ = run([
-        raw_event("response.output_text.delta", '{"item_id":"m","delta":"a"}'),
-        raw_event("response.completed", '{"response":{"id":"r"}}'),
-    ])
+    events, error, _ = run(
+        [
+            raw_event("response.output_text.delta", '{"item_id":"m","delta":"a"}'),
+            raw_event("response.completed", '{"response":{"id":"r"}}'),
+        ]
+    )
     assert error is None
     assert events == [OutputTextDelta("m", "a"), Completed("r", None, None)]
 
@@ -372,14 +376,18 @@ def test_json_type_wins_over_the_event_name() -> None:
 
 
 def test_missing_item_id_and_indices_are_tolerated() -> None:
-    events, error, _ = run([sse(
-        {"type": "response.output_text.delta", "delta": "a"},
-        {"type": "response.function_call_arguments.delta", "delta": "{"},
-        {"type": "response.reasoning_summary_text.delta", "delta": "s"},
-        {"type": "response.reasoning_text.delta", "delta": "r"},
-        {"type": "response.reasoning_summary_part.added"},
-        COMPLETED,
-    )])
+    events, error, _ = run(
+        [
+            sse(
+                {"type": "response.output_text.delta", "delta": "a"},
+                {"type": "response.function_call_arguments.delta", "delta": "{"},
+                {"type": "response.reasoning_summary_text.delta", "delta": "s"},
+                {"type": "response.reasoning_text.delta", "delta": "r"},
+                {"type": "response.reasoning_summary_part.added"},
+                COMPLETED,
+            )
+        ]
+    )
     assert error is None
     assert events[:5] == [
         OutputTextDelta("", "a"),
@@ -432,13 +440,27 @@ def test_unknown_item_types_are_kept_losslessly() -> None:
 
 
 def test_completed_details() -> None:
-    events, error, dec = run([sse(
-        {"type": "response.created", "response": {"id": "resp_a"}},
-        {"type": "response.completed", "response": {
-            "id": "resp_a", "end_turn": True,
-            "usage": {"input_tokens": 10, "input_tokens_details": None, "output_tokens": 5,
-                      "output_tokens_details": None, "total_tokens": 15}}},
-    )])
+    events, error, dec = run(
+        [
+            sse(
+                {"type": "response.created", "response": {"id": "resp_a"}},
+                {
+                    "type": "response.completed",
+                    "response": {
+                        "id": "resp_a",
+                        "end_turn": True,
+                        "usage": {
+                            "input_tokens": 10,
+                            "input_tokens_details": None,
+                            "output_tokens": 5,
+                            "output_tokens_details": None,
+                            "total_tokens": 15,
+                        },
+                    },
+                },
+            )
+        ]
+    )
     assert error is None
     assert events[-1] == Completed("resp_a", TokenUsage(10, 0, 5, 0, 15), True)
     assert dec.response_id == "resp_a"
@@ -461,8 +483,11 @@ def test_input_after_completed_is_ignored() -> None:
 
 def test_input_after_an_error_is_ignored() -> None:
     dec = ResponsesStreamDecoder()
-    out = dec.feed(sse({"type": "response.output_text.delta", "delta": "a"}) + b"data: {oops\n\n"
-                   + sse({"type": "response.output_text.delta", "delta": "b"}))
+    out = dec.feed(
+        sse({"type": "response.output_text.delta", "delta": "a"})
+        + b"data: {oops\n\n"
+        + sse({"type": "response.output_text.delta", "delta": "b"})
+    )
     assert out == [OutputTextDelta("", "a")]
     first = dec.error
     assert type(first) is StreamError
@@ -505,22 +530,35 @@ def test_sse_event_over_the_size_limit_is_a_stream_error() -> None:
 # ---------------------------------------------------------------------------------------------
 
 ERROR_ROWS: list[tuple[dict[str, Any], type[KernelError], bool, float | None]] = [
-    ({"code": "context_length_exceeded", "message": "Your input exceeds the context window"},
-     ContextWindowExceeded, False, None),
-    ({"code": "insufficient_quota", "message": "You exceeded your current quota"},
-     QuotaExceeded, False, None),
+    (
+        {"code": "context_length_exceeded", "message": "Your input exceeds the context window"},
+        ContextWindowExceeded,
+        False,
+        None,
+    ),
+    ({"code": "insufficient_quota", "message": "You exceeded your current quota"}, QuotaExceeded, False, None),
     ({"code": "usage_not_included", "message": "not in plan"}, UsageNotIncluded, False, None),
-    ({"type": "usage_limit_reached", "message": "The usage limit has been reached",
-      "plan_type": "pro", "resets_at": 1760000000}, UsageLimitReached, False, None),
+    (
+        {
+            "type": "usage_limit_reached",
+            "message": "The usage limit has been reached",
+            "plan_type": "pro",
+            "resets_at": 1760000000,
+        },
+        UsageLimitReached,
+        False,
+        None,
+    ),
     ({"code": "invalid_prompt", "message": "Invalid prompt: flagged"}, InvalidRequest, False, None),
-    ({"code": "rate_limit_exceeded", "message": "Rate limit reached. Please try again in 1.898s."},
-     StreamError, True, 1.898),
-    ({"code": "rate_limit_exceeded", "message": "Rate limit reached, try again in 28ms"},
-     StreamError, True, 0.028),
-    ({"code": "server_is_overloaded", "message": "Overloaded. Try again in 20 seconds."},
-     StreamError, True, 20.0),
-    ({"code": "server_error", "message": "An error occurred while processing your request."},
-     StreamError, True, None),
+    (
+        {"code": "rate_limit_exceeded", "message": "Rate limit reached. Please try again in 1.898s."},
+        StreamError,
+        True,
+        1.898,
+    ),
+    ({"code": "rate_limit_exceeded", "message": "Rate limit reached, try again in 28ms"}, StreamError, True, 0.028),
+    ({"code": "server_is_overloaded", "message": "Overloaded. Try again in 20 seconds."}, StreamError, True, 20.0),
+    ({"code": "server_error", "message": "An error occurred while processing your request."}, StreamError, True, None),
     ({"message": "no code at all"}, StreamError, True, None),
 ]
 
@@ -559,8 +597,11 @@ def test_error_event_rows(
 
 
 def test_response_failed_without_error_object() -> None:
-    for payload in ({"type": "response.failed"}, {"type": "response.failed", "response": {"id": "r"}},
-                    {"type": "response.failed", "response": {"error": None}}):
+    for payload in (
+        {"type": "response.failed"},
+        {"type": "response.failed", "response": {"id": "r"}},
+        {"type": "response.failed", "response": {"error": None}},
+    ):
         events, err, _ = run([sse(payload)])
         assert type(err) is StreamError and err.retryable
         assert err.message == "response.failed event received"
@@ -568,8 +609,9 @@ def test_response_failed_without_error_object() -> None:
 
 def test_incomplete_reasons() -> None:
     for details, reason in (({"reason": "content_filter"}, "content_filter"), (None, "unknown"), ({}, "unknown")):
-        _, err, _ = run([sse({"type": "response.incomplete",
-                              "response": {"status": "incomplete", "incomplete_details": details}})])
+        _, err, _ = run(
+            [sse({"type": "response.incomplete", "response": {"status": "incomplete", "incomplete_details": details}})]
+        )
         assert isinstance(err, IncompleteResponse) and err.reason == reason and not err.retryable
 
 
@@ -587,46 +629,88 @@ def test_failure_messages_are_redacted_and_bounded() -> None:
 
 MALFORMED: list[tuple[bytes, str]] = [
     (raw_event("response.output_text.delta", "{not json"), "not valid JSON"),
-    (raw_event("response.output_text.delta", '{"type":"response.output_text.delta","item_id":"m"}'),
-     "response.output_text.delta event: required field 'delta' is missing"),
-    (raw_event("response.output_text.delta", '{"type":"response.output_text.delta","delta":null}'),
-     "required field 'delta' is missing"),
-    (raw_event("response.output_text.delta", '{"type":"response.output_text.delta","delta":5}'),
-     "response.output_text.delta event: field 'delta' must be a string"),
-    (raw_event("response.output_text.delta", '{"type":"response.output_text.delta","delta":"a","item_id":3}'),
-     "field 'item_id' must be a string"),
-    (raw_event("response.function_call_arguments.delta", '{"type":"response.function_call_arguments.delta"}'),
-     "response.function_call_arguments.delta event: required field 'delta' is missing"),
-    (raw_event("response.custom_tool_call_input.delta", '{"type":"response.custom_tool_call_input.delta","delta":[]}'),
-     "field 'delta' must be a string"),
-    (raw_event("response.reasoning_summary_text.delta",
-               '{"type":"response.reasoning_summary_text.delta","delta":"a","summary_index":"0"}'),
-     "field 'summary_index' must be an integer"),
-    (raw_event("response.reasoning_text.delta", '{"type":"response.reasoning_text.delta","content_index":0}'),
-     "required field 'delta' is missing"),
-    (raw_event("response.output_item.done", '{"type":"response.output_item.done","output_index":0}'),
-     "response.output_item.done event: required field 'item' is missing"),
-    (raw_event("response.output_item.done", '{"type":"response.output_item.done","item":null}'),
-     "field 'item' must be an object"),
-    (raw_event("response.output_item.done", '{"type":"response.output_item.done","item":[1]}'),
-     "field 'item' must be an object"),
-    (raw_event("response.output_item.done",
-               '{"type":"response.output_item.done","item":{"type":"function_call","name":"f","arguments":"{}"}}'),
-     "invalid item: function_call: required field 'call_id' is missing"),
-    (raw_event("response.output_item.done",
-               '{"type":"response.output_item.done","item":{"type":"message","role":"assistant","content":"x"}}'),
-     "invalid item"),
-    (raw_event("response.output_item.added", '{"type":"response.output_item.added"}'),
-     "required field 'item' is missing"),
-    (raw_event("response.completed", '{"type":"response.completed"}'),
-     "response.completed event: required field 'response' is missing"),
-    (raw_event("response.completed", '{"type":"response.completed","response":"done"}'),
-     "field 'response' must be an object"),
+    (
+        raw_event("response.output_text.delta", '{"type":"response.output_text.delta","item_id":"m"}'),
+        "response.output_text.delta event: required field 'delta' is missing",
+    ),
+    (
+        raw_event("response.output_text.delta", '{"type":"response.output_text.delta","delta":null}'),
+        "required field 'delta' is missing",
+    ),
+    (
+        raw_event("response.output_text.delta", '{"type":"response.output_text.delta","delta":5}'),
+        "response.output_text.delta event: field 'delta' must be a string",
+    ),
+    (
+        raw_event("response.output_text.delta", '{"type":"response.output_text.delta","delta":"a","item_id":3}'),
+        "field 'item_id' must be a string",
+    ),
+    (
+        raw_event("response.function_call_arguments.delta", '{"type":"response.function_call_arguments.delta"}'),
+        "response.function_call_arguments.delta event: required field 'delta' is missing",
+    ),
+    (
+        raw_event(
+            "response.custom_tool_call_input.delta", '{"type":"response.custom_tool_call_input.delta","delta":[]}'
+        ),
+        "field 'delta' must be a string",
+    ),
+    (
+        raw_event(
+            "response.reasoning_summary_text.delta",
+            '{"type":"response.reasoning_summary_text.delta","delta":"a","summary_index":"0"}',
+        ),
+        "field 'summary_index' must be an integer",
+    ),
+    (
+        raw_event("response.reasoning_text.delta", '{"type":"response.reasoning_text.delta","content_index":0}'),
+        "required field 'delta' is missing",
+    ),
+    (
+        raw_event("response.output_item.done", '{"type":"response.output_item.done","output_index":0}'),
+        "response.output_item.done event: required field 'item' is missing",
+    ),
+    (
+        raw_event("response.output_item.done", '{"type":"response.output_item.done","item":null}'),
+        "field 'item' must be an object",
+    ),
+    (
+        raw_event("response.output_item.done", '{"type":"response.output_item.done","item":[1]}'),
+        "field 'item' must be an object",
+    ),
+    (
+        raw_event(
+            "response.output_item.done",
+            '{"type":"response.output_item.done","item":{"type":"function_call","name":"f","arguments":"{}"}}',
+        ),
+        "invalid item: function_call: required field 'call_id' is missing",
+    ),
+    (
+        raw_event(
+            "response.output_item.done",
+            '{"type":"response.output_item.done","item":{"type":"message","role":"assistant","content":"x"}}',
+        ),
+        "invalid item",
+    ),
+    (
+        raw_event("response.output_item.added", '{"type":"response.output_item.added"}'),
+        "required field 'item' is missing",
+    ),
+    (
+        raw_event("response.completed", '{"type":"response.completed"}'),
+        "response.completed event: required field 'response' is missing",
+    ),
+    (
+        raw_event("response.completed", '{"type":"response.completed","response":"done"}'),
+        "field 'response' must be an object",
+    ),
     (raw_event("response.output_text.delta", "[1,2,3]"), "data must be a JSON object"),
     (raw_event("response.output_text.delta", '"just a string"'), "data must be a JSON object"),
     (raw_event(None, '{"type":"response.output_text.delta","delta":"\\ud800x'), "not valid JSON"),
-    (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"\xff\xfe"}\n\n',
-     "not valid JSON"),
+    (
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"\xff\xfe"}\n\n',
+        "not valid JSON",
+    ),
     (raw_event("response.in_progress", "{truncated"), "not valid JSON"),
 ]
 
@@ -645,20 +729,58 @@ def test_malformed_events_are_retryable_stream_errors(stream: bytes, fragment: s
 # ---------------------------------------------------------------------------------------------
 
 KNOWN_EVENTS = [
-    "response.created", "response.in_progress", "response.output_item.added",
-    "response.output_item.done", "response.output_text.delta", "response.function_call_arguments.delta",
-    "response.custom_tool_call_input.delta", "response.reasoning_summary_text.delta",
-    "response.reasoning_summary_part.added", "response.reasoning_text.delta", "response.completed",
-    "response.incomplete", "response.failed", "error", "codex.rate_limits", "response.content_part.added",
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.output_item.done",
+    "response.output_text.delta",
+    "response.function_call_arguments.delta",
+    "response.custom_tool_call_input.delta",
+    "response.reasoning_summary_text.delta",
+    "response.reasoning_summary_part.added",
+    "response.reasoning_text.delta",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "error",
+    "codex.rate_limits",
+    "response.content_part.added",
 ]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["type", "delta", "item_id", "item", "response", "error", "code", "message",
-                         "summary_index", "content_index", "usage", "id", "role", "content", "call_id",
-                         "name", "arguments", "incomplete_details", "reason", "rate_limits", "primary"]),
-        inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "delta",
+                    "item_id",
+                    "item",
+                    "response",
+                    "error",
+                    "code",
+                    "message",
+                    "summary_index",
+                    "content_index",
+                    "usage",
+                    "id",
+                    "role",
+                    "content",
+                    "call_id",
+                    "name",
+                    "arguments",
+                    "incomplete_details",
+                    "reason",
+                    "rate_limits",
+                    "primary",
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
+    ),
     max_leaves=12,
 )
 
@@ -678,13 +800,12 @@ def _check_fuzz(chunks: list[bytes]) -> None:
 @given(st.lists(st.binary(max_size=200), max_size=10))
 @example([b"data: \xff\n\n"])
 @example([b"event: \xff\xfe\ndata: {}\n\n"])
-@example([b"data: {\"type\":\"response.output_item.done\",\"item\":{\"type\":\"message\"}}\n\n"])
+@example([b'data: {"type":"response.output_item.done","item":{"type":"message"}}\n\n'])
 def test_random_bytes_never_raise(chunks: list[bytes]) -> None:
     _check_fuzz(chunks)
 
 
-@given(st.lists(st.tuples(st.sampled_from(KNOWN_EVENTS) | st.text(max_size=10), json_values), max_size=8),
-       st.data())
+@given(st.lists(st.tuples(st.sampled_from(KNOWN_EVENTS) | st.text(max_size=10), json_values), max_size=8), st.data())
 def test_random_json_payloads_never_raise(pairs: list[tuple[str, Any]], data: st.DataObject) -> None:
     body = b"".join(
         raw_event(name, json.dumps({"type": name, **v} if isinstance(v, dict) and data.draw(st.booleans()) else v))
@@ -717,8 +838,11 @@ def test_mutated_fixtures_never_raise(name: str, data: st.DataObject) -> None:
 
 def _prompt(**kw: Any) -> Prompt:
     tools = (
-        FunctionTool(name="shell", description="Run a command",
-                     parameters={"type": "object", "properties": {"cmd": {"type": "string"}}}),
+        FunctionTool(
+            name="shell",
+            description="Run a command",
+            parameters={"type": "object", "properties": {"cmd": {"type": "string"}}},
+        ),
         FreeformTool(name="apply_patch", description="Apply a patch"),
     )
     items = (
@@ -749,11 +873,16 @@ def test_request_body_minimal() -> None:
 
 
 def test_request_body_with_reasoning_schema_verbosity_and_cache_key() -> None:
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}},
-              "required": ["answer"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
     prompt = _prompt(output_schema=schema, output_schema_strict=False)
-    body = responses_request_body(prompt, model="m", reasoning_effort="high", prompt_cache_key="conv-1",
-                                  verbosity="low")
+    body = responses_request_body(
+        prompt, model="m", reasoning_effort="high", prompt_cache_key="conv-1", verbosity="low"
+    )
     assert body["reasoning"] == {"effort": "high", "summary": "auto"}
     assert body["include"] == ["reasoning.encrypted_content"]
     assert body["text"] == {
@@ -773,8 +902,10 @@ def test_request_body_uses_formatted_input() -> None:
     """With a freeform apply_patch tool, shell outputs are re-serialised (Prompt.formatted_input)."""
     out = json.dumps({"output": "hi\n", "metadata": {"exit_code": 0, "duration_seconds": 0.5}})
     prompt = Prompt(
-        input=(FunctionCall(call_id="c1", name="shell", arguments="{}"),
-               FunctionCallOutput("c1", FunctionCallOutputPayload.from_text(out))),
+        input=(
+            FunctionCall(call_id="c1", name="shell", arguments="{}"),
+            FunctionCallOutput("c1", FunctionCallOutputPayload.from_text(out)),
+        ),
         tools=(FreeformTool(name="apply_patch"),),
     )
     body = responses_request_body(prompt, model="m")
@@ -799,17 +930,21 @@ def test_fast_constructed_delta_events_are_ordinary_frozen_events() -> None:
     """The hot path builds delta events without attrs' __init__; they must be indistinguishable."""
     import attrs
 
-    from actors import _responses
+    from actors.model import _responses
 
     assert _responses._FAST_CONSTRUCTION
-    events, error, _ = run([sse(
-        {"type": "response.output_text.delta", "item_id": "m", "delta": "a"},
-        {"type": "response.function_call_arguments.delta", "item_id": "f", "delta": "{"},
-        {"type": "response.custom_tool_call_input.delta", "item_id": "c", "delta": "*"},
-        {"type": "response.reasoning_summary_text.delta", "item_id": "r", "delta": "s", "summary_index": 2},
-        {"type": "response.reasoning_text.delta", "item_id": "r", "delta": "t", "content_index": 1},
-        COMPLETED,
-    )])
+    events, error, _ = run(
+        [
+            sse(
+                {"type": "response.output_text.delta", "item_id": "m", "delta": "a"},
+                {"type": "response.function_call_arguments.delta", "item_id": "f", "delta": "{"},
+                {"type": "response.custom_tool_call_input.delta", "item_id": "c", "delta": "*"},
+                {"type": "response.reasoning_summary_text.delta", "item_id": "r", "delta": "s", "summary_index": 2},
+                {"type": "response.reasoning_text.delta", "item_id": "r", "delta": "t", "content_index": 1},
+                COMPLETED,
+            )
+        ]
+    )
     assert error is None
     expected = [
         OutputTextDelta("m", "a"),
@@ -829,7 +964,7 @@ def test_fast_constructed_delta_events_are_ordinary_frozen_events() -> None:
 def test_slot_setters_refuse_unexpected_classes() -> None:
     import attrs
 
-    from actors._responses import _slot_setters
+    from actors.model._responses import _slot_setters
 
     @attrs.frozen
     class Validated:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from actors._sse import SSEDecoder
+from actors.model._sse import SSEDecoder
 from actors.scripted import (
     REDACTED,
     CustomToolCall,
@@ -72,9 +72,7 @@ async def post(
     out = Streamed()
     decoder = SSEDecoder()
     try:
-        async with client.stream(
-            "POST", url, json=BODY if body is None else body, headers=headers
-        ) as response:
+        async with client.stream("POST", url, json=BODY if body is None else body, headers=headers) as response:
             out.status, out.headers = response.status_code, response.headers
             async for chunk in response.aiter_bytes():
                 out.body += chunk
@@ -87,9 +85,7 @@ async def post(
 
 def chat_chunks(streamed: Streamed) -> list[Any]:
     """The Chat Completions chunks' JSON; ``"[DONE]"`` stays a string."""
-    return [
-        data.decode() if data == b"[DONE]" else json.loads(data) for _name, data in streamed.raw
-    ]
+    return [data.decode() if data == b"[DONE]" else json.loads(data) for _name, data in streamed.raw]
 
 
 # ---- Responses API streaming -----------------------------------------------------------------
@@ -176,10 +172,7 @@ async def test_tool_calls_and_reasoning_stream_and_reassemble() -> None:
     parts = got.of("response.reasoning_summary_part.added")
     assert [p["summary_index"] for p in parts] == [0, 1]
     summary_deltas = got.of("response.reasoning_summary_text.delta")
-    assert (
-        "".join(d["delta"] for d in summary_deltas if d["summary_index"] == 0)
-        == "First **section**"
-    )
+    assert "".join(d["delta"] for d in summary_deltas if d["summary_index"] == 0) == "First **section**"
 
     arg_deltas = got.of("response.function_call_arguments.delta")
     assert len(arg_deltas) > 1 and "".join(d["delta"] for d in arg_deltas) == args
@@ -317,10 +310,7 @@ async def test_concurrent_sessions() -> None:
                 nursery.start_soon(one)
     assert len(results) == 40 and server.connections_opened <= 20
     for got in results:
-        assert (
-            "".join(d["delta"] for d in got.of("response.output_text.delta"))
-            == "concurrent text " * 8
-        )
+        assert "".join(d["delta"] for d in got.of("response.output_text.delta")) == "concurrent text " * 8
 
 
 # ---- faults ------------------------------------------------------------------------------------
@@ -375,9 +365,7 @@ async def test_concurrent_sessions() -> None:
         ),
     ],
 )
-async def test_http_errors(
-    fault: HttpError, status: int, error: dict[str, Any], headers: dict[str, str]
-) -> None:
+async def test_http_errors(fault: HttpError, status: int, error: dict[str, Any], headers: dict[str, str]) -> None:
     limits = rate_limit_headers(primary_used_percent=100, primary_window_minutes=300)
     script = Script([Reply(faults=[fault], headers=limits)] * 2 + [Reply(items=["after"])])
     async with open_scripted_server(script) as server, httpx.AsyncClient() as client:
@@ -391,11 +379,7 @@ async def test_http_errors(
                 assert response.headers[name] == value
             got = response.json()["error"]
             assert got.items() >= error.items()
-            if (
-                fault.status == 429
-                and fault.code == "rate_limit_exceeded"
-                and fault.retry_after is None
-            ):
+            if fault.status == 429 and fault.code == "rate_limit_exceeded" and fault.retry_after is None:
                 assert "Please try again in 1.5s." in got["message"]
         # the connection stays usable after an error response
         after = await post(client, server.base_url + "/responses")
@@ -420,9 +404,7 @@ async def test_http_error_with_raw_body() -> None:
     ],
 )
 async def test_response_failed(code: str) -> None:
-    message = (
-        "Rate limit reached for gpt. Please try again in 28ms." if code.startswith("rate") else code
-    )
+    message = "Rate limit reached for gpt. Please try again in 28ms." if code.startswith("rate") else code
     script = Script([Reply(items=[Text("partial")], faults=[Failed(code, message)])])
     async with open_scripted_server(script) as server, httpx.AsyncClient() as client:
         got = await post(client, server.base_url + "/responses")
@@ -490,9 +472,7 @@ async def test_disconnect_after_events() -> None:
 
 
 async def test_malformed_event() -> None:
-    script = Script(
-        [Reply(items=[Text("Hello world", chunk_size=5)], faults=[Malformed(after_events=4)])]
-    )
+    script = Script([Reply(items=[Text("Hello world", chunk_size=5)], faults=[Malformed(after_events=4)])])
     async with open_scripted_server(script) as server, httpx.AsyncClient() as client:
         got = await post(client, server.base_url + "/responses")
     assert got.raw[4] == ("response.output_text.delta", b"{not json")
@@ -520,13 +500,7 @@ async def test_stall_longer_than_the_read_timeout(autojump_clock: trio.testing.M
 
 
 async def test_short_stall_then_the_stream_goes_on(autojump_clock: trio.testing.MockClock) -> None:
-    script = Script(
-        [
-            Reply(
-                items=[Text("Hello world", chunk_size=5)], faults=[Stall(after_events=3, seconds=4)]
-            )
-        ]
-    )
+    script = Script([Reply(items=[Text("Hello world", chunk_size=5)], faults=[Stall(after_events=3, seconds=4)])])
     async with open_scripted_server(script) as server:
         async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as client:
             start = trio.current_time()
@@ -795,11 +769,7 @@ def test_json_script_errors_name_the_place(bad: Any, message: str) -> None:
 
 async def test_cli_serves_a_script(tmp_path: Path) -> None:
     path = tmp_path / "script.json"
-    path.write_text(
-        json.dumps(
-            {"replies": [{"items": [{"type": "text", "text": "from the cli", "chunk_size": 4}]}]}
-        )
-    )
+    path.write_text(json.dumps({"replies": [{"items": [{"type": "text", "text": "from the cli", "chunk_size": 4}]}]}))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "actors.scripted", "--port", "0", "--script", str(path)],
@@ -852,9 +822,7 @@ async def test_openai_sdk_consumes_both_streams() -> None:
         with client.responses.stream(model="m", input="hi") as stream:
             deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
             final = stream.get_final_response()
-        calls = [
-            (o.call_id, o.name, o.arguments) for o in final.output if o.type == "function_call"
-        ]
+        calls = [(o.call_id, o.name, o.arguments) for o in final.output if o.type == "function_call"]
         with client.chat.completions.stream(
             model="m",
             messages=[{"role": "user", "content": "hi"}],

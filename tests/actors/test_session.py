@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,9 +16,10 @@ from actors.history import resume
 from actors.model import ModelSettings, open_model_actor
 from actors.scripted import (
     CustomToolCall as ScriptCustomCall,
+)
+from actors.scripted import (
     Disconnect,
     Failed,
-    FunctionCall as ScriptCall,
     HttpError,
     Incomplete,
     Malformed,
@@ -30,6 +30,9 @@ from actors.scripted import (
     Usage,
     open_scripted_server,
     rate_limit_headers,
+)
+from actors.scripted import (
+    FunctionCall as ScriptCall,
 )
 from actors.session import Session, open_session
 from actors.tools import ToolRegistry
@@ -43,7 +46,6 @@ from kernel import (
     RateLimitsUpdated,
     StreamRetry,
     TextDelta,
-    ToolCallFinished,
     ToolCallStarted,
     TurnCompleted,
     TurnFailed,
@@ -81,7 +83,9 @@ def settings(base_url: str, **kw: Any) -> ModelSettings:
 async def running(script: Script, rollout: Path | None = None, **session_kw: Any) -> AsyncIterator[tuple[Any, Session]]:
     model_kw = {k: session_kw.pop(k) for k in ("idle_timeout", "wire") if k in session_kw}
     async with open_scripted_server(script) as server:
-        async with open_session(model=settings(server.base_url, **model_kw), tools=registry, rollout=rollout, **session_kw) as session:
+        async with open_session(
+            model=settings(server.base_url, **model_kw), tools=registry, rollout=rollout, **session_kw
+        ) as session:
             yield server, session
 
 
@@ -90,8 +94,14 @@ def assert_well_formed(items: list[Any]) -> None:
     outputs = [i.call_id for i in items if isinstance(i, (FunctionCallOutput, CustomToolCallOutput))]
     assert sorted(calls) == sorted(outputs) and len(set(calls)) == len(calls)
     for call_id in calls:  # each output after its call
-        ci = next(i for i, x in enumerate(items) if isinstance(x, (FunctionCall, CustomToolCall)) and x.call_id == call_id)
-        oi = next(i for i, x in enumerate(items) if isinstance(x, (FunctionCallOutput, CustomToolCallOutput)) and x.call_id == call_id)
+        ci = next(
+            i for i, x in enumerate(items) if isinstance(x, (FunctionCall, CustomToolCall)) and x.call_id == call_id
+        )
+        oi = next(
+            i
+            for i, x in enumerate(items)
+            if isinstance(x, (FunctionCallOutput, CustomToolCallOutput)) and x.call_id == call_id
+        )
         assert ci < oi
 
 
@@ -100,15 +110,21 @@ def input_of(request: Any) -> list[dict[str, Any]]:
 
 
 async def test_multi_step_turn_with_parallel_tool_calls(autojump_clock: trio.testing.MockClock) -> None:
-    script = Script([
-        Reply(items=[Text("Let me check.", chunk_size=4),
-                     ScriptCall("c1", "wait", {"seconds": 3, "tag": "a"}, chunk_size=5),
-                     ScriptCall("c2", "wait", {"seconds": 1, "tag": "b"}),
-                     ScriptCustomCall("c3", "note", "free text here")],
-              usage=Usage(input_tokens=100, output_tokens=20)),
-        Reply(items=[ScriptCall("c4", "wait", {"seconds": 2})], usage=Usage(input_tokens=150, output_tokens=5)),
-        Reply(items=[Text("All three are done.", chunk_size=3)], usage=Usage(input_tokens=200, output_tokens=8)),
-    ])
+    script = Script(
+        [
+            Reply(
+                items=[
+                    Text("Let me check.", chunk_size=4),
+                    ScriptCall("c1", "wait", {"seconds": 3, "tag": "a"}, chunk_size=5),
+                    ScriptCall("c2", "wait", {"seconds": 1, "tag": "b"}),
+                    ScriptCustomCall("c3", "note", "free text here"),
+                ],
+                usage=Usage(input_tokens=100, output_tokens=20),
+            ),
+            Reply(items=[ScriptCall("c4", "wait", {"seconds": 2})], usage=Usage(input_tokens=150, output_tokens=5)),
+            Reply(items=[Text("All three are done.", chunk_size=3)], usage=Usage(input_tokens=200, output_tokens=8)),
+        ]
+    )
     async with running(script) as (server, session):
         async with session.subscribe() as events:
             start = trio.current_time()
@@ -118,7 +134,12 @@ async def test_multi_step_turn_with_parallel_tool_calls(autojump_clock: trio.tes
     assert outcome.status == "completed" and outcome.last_agent_message == "All three are done."
     assert trio.current_time() - start == pytest.approx(5.0, abs=0.5)  # 3 s (parallel) + 2 s, not 6
     assert_well_formed(history)
-    assert [i.call_id for i in history if isinstance(i, (FunctionCallOutput, CustomToolCallOutput))] == ["c1", "c2", "c3", "c4"]
+    assert [i.call_id for i in history if isinstance(i, (FunctionCallOutput, CustomToolCallOutput))] == [
+        "c1",
+        "c2",
+        "c3",
+        "c4",
+    ]
     assert len(server.requests) == 3
     second = input_of(server.requests[1])
     assert [i.get("call_id") for i in second if i["type"].endswith("_output")] == ["c1", "c2", "c3"]
@@ -127,8 +148,6 @@ async def test_multi_step_turn_with_parallel_tool_calls(autojump_clock: trio.tes
     assert text == "Let me check.All three are done."
     assert [e.call_id for e in seen if isinstance(e, ToolCallStarted)] == ["c1", "c2", "c3", "c4"]
     assert isinstance(seen[-1], TurnCompleted)
-
-
 
 
 OK_REPLY = Reply(items=[Text("recovered", chunk_size=3)])
@@ -144,7 +163,10 @@ RETRIED = {
     "drop mid-event": (Reply(items=PARTIAL, faults=[Disconnect(after_events=4, mid_event=True)]), None),
     "clean close before completed": (Reply(items=PARTIAL, faults=[Disconnect(after_events=9, clean=True)]), None),
     "malformed SSE": (Reply(items=PARTIAL, faults=[Malformed(after_events=5)]), None),
-    "failed rate_limit_exceeded": (Reply(items=PARTIAL, faults=[Failed("rate_limit_exceeded", "Rate limit reached. Please try again in 2.5s.")]), 2.5),
+    "failed rate_limit_exceeded": (
+        Reply(items=PARTIAL, faults=[Failed("rate_limit_exceeded", "Rate limit reached. Please try again in 2.5s.")]),
+        2.5,
+    ),
     "failed server_error": (Reply(faults=[Failed("server_error")]), None),
 }
 
@@ -206,9 +228,21 @@ async def test_a_slow_reader_is_not_an_idle_model(autojump_clock: trio.testing.M
 
 
 NOT_RETRIED = {
-    "failed context_length_exceeded": (Reply(items=PARTIAL, faults=[Failed("context_length_exceeded", "too long")]), "ContextWindowExceeded"),
+    "failed context_length_exceeded": (
+        Reply(items=PARTIAL, faults=[Failed("context_length_exceeded", "too long")]),
+        "ContextWindowExceeded",
+    ),
     "400 context_length_exceeded": (Reply(faults=[HttpError.context_length_exceeded()]), "ContextWindowExceeded"),
-    "429 usage_limit_reached": (Reply(faults=[HttpError.usage_limit_reached(headers=rate_limit_headers(primary_used_percent=100, primary_window_minutes=300))]), "UsageLimitReached"),
+    "429 usage_limit_reached": (
+        Reply(
+            faults=[
+                HttpError.usage_limit_reached(
+                    headers=rate_limit_headers(primary_used_percent=100, primary_window_minutes=300)
+                )
+            ]
+        ),
+        "UsageLimitReached",
+    ),
     "failed insufficient_quota": (Reply(faults=[Failed("insufficient_quota", "no quota")]), "QuotaExceeded"),
     "failed usage_not_included": (Reply(faults=[Failed("usage_not_included", "not in plan")]), "UsageNotIncluded"),
     "401": (Reply(faults=[HttpError.unauthorized()]), "Unauthorized"),
@@ -255,8 +289,10 @@ async def test_retry_budget_is_spent_then_the_error_surfaces(autojump_clock: tri
 
 
 async def test_drop_after_a_tool_call_keeps_the_call_and_resends_it(autojump_clock: trio.testing.MockClock) -> None:
-    first = Reply(items=[ScriptCall("k1", "wait", {"seconds": 1}), Text("and more text", chunk_size=2)],
-                  faults=[Disconnect(after_events=12)])
+    first = Reply(
+        items=[ScriptCall("k1", "wait", {"seconds": 1}), Text("and more text", chunk_size=2)],
+        faults=[Disconnect(after_events=12)],
+    )
     script = Script([first, Reply(items=[Text("finished")]), Reply(items=[Text("extra")])])
     async with running(script) as (server, session):
         outcome = await session.run("go")
@@ -299,8 +335,13 @@ async def test_interrupt_mid_stream_and_mid_tool(autojump_clock: trio.testing.Mo
 
 async def test_rollout_resume_continues_with_nothing_lost(tmp_path: Path) -> None:
     rollout = tmp_path / "session.jsonl"
-    script = Script([Reply(items=[ScriptCall("r1", "wait", {"seconds": 0})]), Reply(items=[Text("first answer")]),
-                     Reply(items=[Text("second answer")])])
+    script = Script(
+        [
+            Reply(items=[ScriptCall("r1", "wait", {"seconds": 0})]),
+            Reply(items=[Text("first answer")]),
+            Reply(items=[Text("second answer")]),
+        ]
+    )
     async with open_scripted_server(script) as server:
         async with open_session(model=settings(server.base_url), tools=registry, rollout=rollout) as session:
             assert (await session.run("first question")).status == "completed"
@@ -308,7 +349,9 @@ async def test_rollout_resume_continues_with_nothing_lost(tmp_path: Path) -> Non
         # the process state is gone; only the file remains
         resumed = await trio.to_thread.run_sync(resume, rollout)
         assert list(resumed.items) == before
-        async with open_session(model=settings(server.base_url), tools=registry, rollout=rollout, resume=True) as session:
+        async with open_session(
+            model=settings(server.base_url), tools=registry, rollout=rollout, resume=True
+        ) as session:
             assert await session.history() == before
             outcome = await session.run("second question")
             after = await session.history()
@@ -337,8 +380,12 @@ async def test_slow_subscriber_does_not_slow_the_turn(autojump_clock: trio.testi
 
 
 async def test_chat_completions_wire_runs_the_same_loop(autojump_clock: trio.testing.MockClock) -> None:
-    script = Script([Reply(items=[Text("calling", chunk_size=2), ScriptCall("w1", "wait", {"seconds": 1})]),
-                     Reply(items=[Text("chat done", chunk_size=2)])])
+    script = Script(
+        [
+            Reply(items=[Text("calling", chunk_size=2), ScriptCall("w1", "wait", {"seconds": 1})]),
+            Reply(items=[Text("chat done", chunk_size=2)]),
+        ]
+    )
     async with running(script, wire="chat") as (server, session):
         outcome = await session.run("hello")
         history = await session.history()

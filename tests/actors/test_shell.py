@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 import trio
 
-from actors.approvals import ApprovalPolicy, ApprovalRequest, Approvals
-from actors.builtin.shell import make_shell_tool, scrub_environment
 from actors.tools import ToolRegistry, open_tool_actor
-from kernel.prompt import format_f32
+from actors.tools.approvals import ApprovalPolicy, ApprovalRequest, Approvals
+from actors.tools.builtin.shell import make_shell_tool, scrub_environment
 from kernel import (
     CompletedResponseItem,
     FreeformTool,
@@ -27,6 +26,7 @@ from kernel import (
     RespondToModel,
     execute_tool_call_with_default_output,
 )
+from kernel.prompt import format_f32
 
 
 @pytest.fixture
@@ -237,7 +237,9 @@ async def test_cancelling_the_caller_through_the_tool_actor_kills_the_group(work
     registry = ToolRegistry([make_shell_tool(workspace)])
     pidfile = workspace / "pid"
     call = FunctionCall(
-        call_id="c1", name="shell", arguments=json.dumps({"command": ["bash", "-c", f"sleep 60 & echo $! > {pidfile}; wait"]})
+        call_id="c1",
+        name="shell",
+        arguments=json.dumps({"command": ["bash", "-c", f"sleep 60 & echo $! > {pidfile}; wait"]}),
     )
     async with open_tool_actor(registry) as actor:
         classified = await actor.classify_response_item(call)
@@ -255,7 +257,10 @@ async def test_background_process_holding_output_is_killed(workspace: Path) -> N
     started = time.monotonic()
     result = await run(shell, ["bash", "-c", f"sleep 60 & echo $! > {pidfile}; echo started"])
     assert time.monotonic() - started < 3
-    assert result == {"output": "started\n", "metadata": {"exit_code": 0, "duration_seconds": result["metadata"]["duration_seconds"]}}
+    assert result == {
+        "output": "started\n",
+        "metadata": {"exit_code": 0, "duration_seconds": result["metadata"]["duration_seconds"]},
+    }
     assert await wait_dead(int(pidfile.read_text()))
 
 

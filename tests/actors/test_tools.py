@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import attrs
 import msgspec
@@ -153,7 +153,7 @@ def test_schema_of_containers_optionals_literals_and_enums_with_sphinx_docstring
         color: Color | None = None,
         level: Level = Level.LOW,
         limits: dict[str, int] | None = None,
-        maybe: Optional[int] = None,
+        maybe: int | None = None,
         anything: Any = None,
         pair: tuple[int, str] = (1, "a"),
     ) -> list[str]:
@@ -171,14 +171,14 @@ def test_schema_of_containers_optionals_literals_and_enums_with_sphinx_docstring
     assert _search.spec.description == "Search the code."
     assert props["query"] == {"type": "string", "description": "What to look for."}
     assert props["paths"] == {
-        "type": "array", "items": {"type": "string"}, "description": "Where to look, one path per entry."
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Where to look, one path per entry.",
     }
     assert props["mode"] == {"type": "string", "enum": ["regex", "literal"], "default": "literal"}
     assert props["color"] == {"type": ["string", "null"], "enum": ["red", "green", None], "default": None}
     assert props["level"] == {"type": "integer", "enum": [1, 2], "default": 1}
-    assert props["limits"] == {
-        "type": ["object", "null"], "additionalProperties": {"type": "integer"}, "default": None
-    }
+    assert props["limits"] == {"type": ["object", "null"], "additionalProperties": {"type": "integer"}, "default": None}
     assert props["maybe"] == {"type": ["integer", "null"], "default": None}
     assert props["anything"] == {"default": None}
     assert props["pair"]["prefixItems"] == [{"type": "integer"}, {"type": "string"}]
@@ -209,9 +209,7 @@ def test_schema_of_annotated_numpy_docstring_nested_types_and_no_params() -> Non
     assert props["width"] == {"type": "integer", "minimum": 1, "maximum": 100, "description": "Width in cells."}
     assert props["label"] == {"type": "string", "description": "A label."}
     assert props["span"] == {"description": "Where it goes.", "$ref": "#/$defs/Span"}
-    assert shape.parameters["$defs"]["Span"]["properties"] == {
-        "start": {"type": "integer"}, "end": {"type": "integer"}
-    }
+    assert shape.parameters["$defs"]["Span"]["properties"] == {"start": {"type": "integer"}, "end": {"type": "integer"}}
     assert props["ids"] == {"type": "array", "items": {"type": "integer"}, "uniqueItems": True, "default": []}
     assert shape.parse_arguments('{"width": 3, "label": "x", "span": {"start": 1, "end": 2}}')[1]["span"] == Span(1, 2)
 
@@ -434,9 +432,13 @@ async def test_unknown_tools_and_mismatched_call_kinds_get_an_error_output() -> 
         call = classified.call
         assert isinstance(call, ToolInvocation) and isinstance(call, ToolCall) and call.tool is None
         out = await execute_tool_call_with_default_output(actor, call)
-        assert out == FunctionCallOutput("u1", FunctionCallOutputPayload.from_text("unknown tool 'nope'", success=False))
+        assert out == FunctionCallOutput(
+            "u1", FunctionCallOutputPayload.from_text("unknown tool 'nope'", success=False)
+        )
         out = await run_call(actor, CustomToolCall(call_id="u2", name="nope", input="x"))
-        assert out == CustomToolCallOutput("u2", FunctionCallOutputPayload.from_text("unknown tool 'nope'", success=False))
+        assert out == CustomToolCallOutput(
+            "u2", FunctionCallOutputPayload.from_text("unknown tool 'nope'", success=False)
+        )
         out = await run_call(actor, fn_call("apply_patch", {"input": "x"}))
         assert "freeform tool" in text(out) and out.output.success is False
         out = await run_call(actor, CustomToolCall(call_id="u3", name="echo", input="x"))
@@ -747,17 +749,19 @@ async def test_a_turn_runs_parallel_tool_calls_through_the_actor(autojump_clock:
         """Add two numbers."""
         return a + b
 
-    model = ScriptedModel([
-        tool_call_response(
-            ("c1", "shared", {"tag": "one", "seconds": 3}),
-            ("c2", "shared", {"tag": "two", "seconds": 3}),
-            ("c3", "add", {"a": 2, "b": 3}),
-            ("c4", "add", {"a": "2"}),
-            ("c5", "missing_tool", {}),
-            ("c6", "shared", {"tag": "three", "seconds": 3}),
-        ),
-        text_response("all done"),
-    ])
+    model = ScriptedModel(
+        [
+            tool_call_response(
+                ("c1", "shared", {"tag": "one", "seconds": 3}),
+                ("c2", "shared", {"tag": "two", "seconds": 3}),
+                ("c3", "add", {"a": 2, "b": 3}),
+                ("c4", "add", {"a": "2"}),
+                ("c5", "missing_tool", {}),
+                ("c6", "shared", {"tag": "three", "seconds": 3}),
+            ),
+            text_response("all done"),
+        ]
+    )
     history = InMemoryHistory()
     sink = RecordingSink()
     async with open_tool_actor(registry) as actor:
@@ -801,7 +805,9 @@ async def test_interrupting_a_turn_cancels_the_running_tools(autojump_clock: tri
     model = ScriptedModel([tool_call_response(("s1", "slow", {"tag": "a"}), ("s2", "slow", {"tag": "b"}))])
     history = InMemoryHistory()
     async with open_tool_actor(registry) as actor:
-        turn = Turn(TurnHost(model, actor, history, RecordingSink(), tool_config=registry.tool_config()), [Message.user("x")])
+        turn = Turn(
+            TurnHost(model, actor, history, RecordingSink(), tool_config=registry.tool_config()), [Message.user("x")]
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(turn.run)
             await trio.sleep(2)
@@ -812,4 +818,3 @@ async def test_interrupting_a_turn_cancels_the_running_tools(autojump_clock: tri
     outputs = {i.call_id: i.output for i in history.items if isinstance(i, FunctionCallOutput)}
     assert outputs["s1"].body == "aborted by user after 2.0s" and outputs["s1"].success is False
     assert outputs["s2"].success is False
-

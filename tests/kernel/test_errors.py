@@ -25,8 +25,16 @@ from kernel import (
 
 def test_retryable_flags_follow_protocol_table() -> None:
     assert StreamError("x").retryable and ServerError("x").retryable and RateLimited("x").retryable
-    for err in (ContextWindowExceeded(), UsageLimitReached(), QuotaExceeded(), UsageNotIncluded(),
-                InvalidRequest("x"), Unauthorized("x"), IncompleteResponse("max_output_tokens"), FatalError("x")):
+    for err in (
+        ContextWindowExceeded(),
+        UsageLimitReached(),
+        QuotaExceeded(),
+        UsageNotIncluded(),
+        InvalidRequest("x"),
+        Unauthorized("x"),
+        IncompleteResponse("max_output_tokens"),
+        FatalError("x"),
+    ):
         assert isinstance(err, KernelError) and not err.retryable
 
 

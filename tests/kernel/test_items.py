@@ -76,7 +76,9 @@ def test_function_call_output_is_one_class_for_response_and_input_items() -> Non
     out = FunctionCallOutput("c1", FunctionCallOutputPayload.from_text("ok", success=False))
     assert item_to_wire(out) == {"type": "function_call_output", "call_id": "c1", "output": "ok"}  # success not sent
     assert response_input_to_response_item(out) is out
-    items = FunctionCallOutputPayload.from_content_items([{"type": "input_text", "text": "a"}, {"type": "input_text", "text": " "}])
+    items = FunctionCallOutputPayload.from_content_items(
+        [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": " "}]
+    )
     wire = item_to_wire(FunctionCallOutput("c2", items))
     assert wire["output"] == [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": " "}]
     assert items.to_text() == "a" and items.text_content() is None
@@ -85,7 +87,11 @@ def test_function_call_output_is_one_class_for_response_and_input_items() -> Non
 
 
 def test_input_items_share_the_codec() -> None:
-    mcp = {"type": "mcp_tool_call_output", "call_id": "m1", "output": {"content": [{"type": "text", "text": "hi"}], "isError": True}}
+    mcp = {
+        "type": "mcp_tool_call_output",
+        "call_id": "m1",
+        "output": {"content": [{"type": "text", "text": "hi"}], "isError": True},
+    }
     item = item_from_wire(mcp)
     assert isinstance(item, McpToolCallOutput) and item_to_wire(item) == mcp
     converted = response_input_to_response_item(item)
@@ -93,7 +99,9 @@ def test_input_items_share_the_codec() -> None:
     assert converted.output.body == '[{"type":"text","text":"hi"}]' and converted.output.success is False
     structured = McpToolCallOutput(call_id="m2", output={"content": [], "structuredContent": {"a": 1}})
     assert response_input_to_response_item(structured).output.body == '{"a":1}'  # type: ignore[union-attr]
-    tso = item_from_wire({"type": "tool_search_output", "call_id": "t", "status": "completed", "execution": "client", "tools": []})
+    tso = item_from_wire(
+        {"type": "tool_search_output", "call_id": "t", "status": "completed", "execution": "client", "tools": []}
+    )
     assert isinstance(tso, ToolSearchOutput) and response_input_to_response_item(tso) is tso
     assert response_input_to_response_item(CustomToolCallOutput("", FunctionCallOutputPayload.from_text("x"))) is None
     assert response_input_to_response_item(McpToolCallOutput(call_id="", output={})) is None
@@ -105,14 +113,24 @@ def test_tool_specs_round_trip(wire: dict) -> None:
 
 
 def test_tool_specs() -> None:
-    fn = tool_from_wire({"type": "function", "name": "shell", "description": "d", "strict": False, "parameters": {"type": "object"}})
+    fn = tool_from_wire(
+        {"type": "function", "name": "shell", "description": "d", "strict": False, "parameters": {"type": "object"}}
+    )
     assert isinstance(fn, FunctionTool) and fn.name == "shell"
-    ff = tool_from_wire({"type": "custom", "name": "apply_patch", "description": "p",
-                         "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}})
+    ff = tool_from_wire(
+        {
+            "type": "custom",
+            "name": "apply_patch",
+            "description": "p",
+            "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"},
+        }
+    )
     assert isinstance(ff, FreeformTool) and ff.format.definition == "start: x"
     assert isinstance(tool_from_wire({"type": "local_shell"}), UnknownTool)
     assert tool_to_wire(FreeformTool(name="apply_patch")) == {
-        "type": "custom", "name": "apply_patch", "description": "",
+        "type": "custom",
+        "name": "apply_patch",
+        "description": "",
         "format": {"type": "grammar", "syntax": "lark", "definition": ""},
     }
     with pytest.raises(WireFormatError, match=r"tool\.strict: expected a boolean"):
@@ -122,4 +140,8 @@ def test_tool_specs() -> None:
 def test_message_helpers() -> None:
     m = Message.assistant("hello")
     assert m.text() == "hello"
-    assert item_to_wire(Message.user("q")) == {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "q"}]}
+    assert item_to_wire(Message.user("q")) == {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "q"}],
+    }

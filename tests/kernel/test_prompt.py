@@ -38,7 +38,12 @@ def formatted(items: list, tools: list | None = None) -> list:
 def test_defaults_match_the_seed() -> None:
     p = Prompt()
     assert (p.input, p.tools, p.parallel_tool_calls, p.personality, p.output_schema, p.output_schema_strict) == (
-        (), (), False, None, None, True,
+        (),
+        (),
+        False,
+        None,
+        None,
+        True,
     )
     assert p.base_instructions == DEFAULT_BASE_INSTRUCTIONS
     c = PromptConfig()
@@ -48,29 +53,58 @@ def test_defaults_match_the_seed() -> None:
 
 
 def test_build_prompt_copies_config_and_tools() -> None:
-    cfg = PromptConfig(base_instructions="be brief", personality="friendly", output_schema={"type": "object"}, output_schema_strict=False)
+    cfg = PromptConfig(
+        base_instructions="be brief",
+        personality="friendly",
+        output_schema={"type": "object"},
+        output_schema_strict=False,
+    )
     tools = ToolConfig(tools=[FunctionTool(name="shell")], parallel_tool_calls=True)
     p = cfg.build_prompt([Message.user("hi")], tools)
-    assert p == Prompt(input=[Message.user("hi")], tools=[FunctionTool(name="shell")], parallel_tool_calls=True,
-                       base_instructions="be brief", personality="friendly", output_schema={"type": "object"},
-                       output_schema_strict=False)
+    assert p == Prompt(
+        input=[Message.user("hi")],
+        tools=[FunctionTool(name="shell")],
+        parallel_tool_calls=True,
+        base_instructions="be brief",
+        personality="friendly",
+        output_schema={"type": "object"},
+        output_schema_strict=False,
+    )
 
 
 @pytest.mark.parametrize(
     "value, text",
-    [(2.0, "2"), (0.5, "0.5"), (0.1, "0.1"), (1.25, "1.25"), (0, "0"), (3, "3"), (123.456, "123.456"),
-     (1e20, "100000000000000000000"), (1e-7, "0.0000001"), (0.30000001192092896, "0.3"), (16777217, "16777216"),
-     (-0.0, "-0"), (1e39, "inf"), (3.4028235e38, "340282350000000000000000000000000000000")],
+    [
+        (2.0, "2"),
+        (0.5, "0.5"),
+        (0.1, "0.1"),
+        (1.25, "1.25"),
+        (0, "0"),
+        (3, "3"),
+        (123.456, "123.456"),
+        (1e20, "100000000000000000000"),
+        (1e-7, "0.0000001"),
+        (0.30000001192092896, "0.3"),
+        (16777217, "16777216"),
+        (-0.0, "-0"),
+        (1e39, "inf"),
+        (3.4028235e38, "340282350000000000000000000000000000000"),
+    ],
 )
 def test_format_f32_matches_rust_display(value: float, text: str) -> None:
     assert format_f32(value) == text
 
 
 def test_total_output_lines_header_is_lifted() -> None:
-    out = formatted([
-        FunctionCall(call_id="c", name="shell", arguments="{}"),
-        FunctionCallOutput("c", FunctionCallOutputPayload.from_text(shell_json("Total output lines: 120\n\nhead\n...\ntail", 1, 2.0))),
-    ])
+    out = formatted(
+        [
+            FunctionCall(call_id="c", name="shell", arguments="{}"),
+            FunctionCallOutput(
+                "c",
+                FunctionCallOutputPayload.from_text(shell_json("Total output lines: 120\n\nhead\n...\ntail", 1, 2.0)),
+            ),
+        ]
+    )
     assert out[1].output.body == "Exit code: 1\nWall time: 2 seconds\nTotal output lines: 120\nOutput:\nhead\n...\ntail"
 
 
@@ -85,10 +119,12 @@ def test_total_output_lines_header_is_lifted() -> None:
     ],
 )
 def test_header_edge_cases(output: str, expected_tail: str) -> None:
-    out = formatted([
-        FunctionCall(call_id="c", name="container.exec", arguments="{}"),
-        FunctionCallOutput("c", FunctionCallOutputPayload.from_text(shell_json(output))),
-    ])
+    out = formatted(
+        [
+            FunctionCall(call_id="c", name="container.exec", arguments="{}"),
+            FunctionCallOutput("c", FunctionCallOutputPayload.from_text(shell_json(output))),
+        ]
+    )
     assert out[1].output.body.endswith(expected_tail)
 
 
@@ -104,12 +140,14 @@ def test_header_edge_cases(output: str, expected_tail: str) -> None:
         '{"output": "x", "metadata": {"exit_code": 0, "duration_seconds": NaN}}',
         '{"output": "x", "metadata": {"exit_code": 0, "duration_seconds": "1"}}',
         '{"output": "x", "output": "y", "metadata": {"exit_code": 0, "duration_seconds": 1}}',
-        '[1, 2]',
+        "[1, 2]",
     ],
 )
 def test_outputs_serde_would_reject_are_untouched(raw: str) -> None:
-    items = [FunctionCall(call_id="c", name="shell", arguments="{}"),
-             FunctionCallOutput("c", FunctionCallOutputPayload.from_text(raw))]
+    items = [
+        FunctionCall(call_id="c", name="shell", arguments="{}"),
+        FunctionCallOutput("c", FunctionCallOutputPayload.from_text(raw)),
+    ]
     assert formatted(items) == items
 
 
@@ -130,10 +168,12 @@ def test_local_shell_calls_keyed_by_call_id_or_id_and_unknown_fields_ignored() -
 
 def test_untouched_without_freeform_apply_patch_and_for_other_tools() -> None:
     raw = shell_json("x")
-    items = [FunctionCall(call_id="c", name="shell", arguments="{}"),
-             FunctionCallOutput("c", FunctionCallOutputPayload.from_text(raw)),
-             FunctionCall(call_id="r", name="read", arguments="{}"),
-             FunctionCallOutput("r", FunctionCallOutputPayload.from_text(raw))]
+    items = [
+        FunctionCall(call_id="c", name="shell", arguments="{}"),
+        FunctionCallOutput("c", FunctionCallOutputPayload.from_text(raw)),
+        FunctionCall(call_id="r", name="read", arguments="{}"),
+        FunctionCallOutput("r", FunctionCallOutputPayload.from_text(raw)),
+    ]
     assert formatted(items, tools=[]) == items
     assert formatted(items, tools=[FunctionTool(name="apply_patch")]) == items  # function, not freeform
     out = formatted(items)
@@ -146,8 +186,10 @@ def test_untouched_without_freeform_apply_patch_and_for_other_tools() -> None:
 
 
 def test_success_flag_is_kept() -> None:
-    items = [CustomToolCall(call_id="p", name="apply_patch", input="*** Begin Patch"),
-             CustomToolCallOutput("p", FunctionCallOutputPayload.from_text(shell_json("ok"), success=False))]
+    items = [
+        CustomToolCall(call_id="p", name="apply_patch", input="*** Begin Patch"),
+        CustomToolCallOutput("p", FunctionCallOutputPayload.from_text(shell_json("ok"), success=False)),
+    ]
     assert formatted(items)[1].output.success is False
 
 

@@ -54,7 +54,9 @@ class FakeHost:
         await trio.lowlevel.checkpoint()
         return list(HISTORY)
 
-    async def run_single_sampling_request(self, runtime: str, tools: str, session: Session, prompt: Prompt) -> SamplingRequestResult:
+    async def run_single_sampling_request(
+        self, runtime: str, tools: str, session: Session, prompt: Prompt
+    ) -> SamplingRequestResult:
         assert (runtime, tools) == ("runtime", "tools")
         fault = self.schedule[self.attempt] if self.attempt < len(self.schedule) else Fault("ok")
         self.attempt += 1
@@ -92,7 +94,9 @@ class FakeHost:
         self.log.append(("notify", retries, max_retries, delay, trio.current_time()))
 
 
-def expected_log(schedule: list[Fault], max_retries: int, has_fallback: bool, notify_first: bool) -> tuple[list[tuple[Any, ...]], str]:
+def expected_log(
+    schedule: list[Fault], max_retries: int, has_fallback: bool, notify_first: bool
+) -> tuple[list[tuple[Any, ...]], str]:
     """The seed's pseudocode (PROTOCOL §1) written out as a plain simulation; delays are left as
     None for backoff (checked separately) and times are not modelled."""
     log: list[tuple[Any, ...]] = [("prepare", tuple(INITIAL))]
@@ -153,10 +157,14 @@ def strip_times(log: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 )
 @example(
     schedule=[Fault("stream", None, 0)] * 3 + [Fault("stream_delay", 0.0, 0), Fault("stream", None, 0)],
-    max_retries=2, has_fallback=True, notify_first=False, seed=0,
+    max_retries=2,
+    has_fallback=True,
+    notify_first=False,
+    seed=0,
 ).via("regression (test): two attempts 0 s apart have equal records; the check looked up the wrong fault")
-def test_loop_follows_the_seed_under_random_faults(schedule: list[Fault], max_retries: int, has_fallback: bool,
-                                                    notify_first: bool, seed: int) -> None:
+def test_loop_follows_the_seed_under_random_faults(
+    schedule: list[Fault], max_retries: int, has_fallback: bool, notify_first: bool, seed: int
+) -> None:
     host = FakeHost(schedule, max_retries, notify_first)
     session = Session(has_fallback=has_fallback)
     outcome: list[str] = []

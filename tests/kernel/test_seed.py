@@ -79,7 +79,5 @@ async def test_execute_tool_call_with_default_output_propagates_fatal_errors() -
 
 
 def test_response_input_to_response_item_skips_empty_call_ids() -> None:
-    item = response_input_to_response_item(
-        FunctionCallOutput("", FunctionCallOutputPayload.from_text("boom"))
-    )
+    item = response_input_to_response_item(FunctionCallOutput("", FunctionCallOutputPayload.from_text("boom")))
     assert item is None

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernel import (
-    CompletedResponseItem,
     Completed,
+    CompletedResponseItem,
     CustomToolCall,
     FatalToolError,
     FunctionCall,
@@ -125,8 +125,10 @@ async def test_fatal_tool_error_ends_the_turn_with_outputs_for_every_call(autoju
         await trio.sleep(1)
         raise FatalToolError("boom")
 
-    host = make_host([tool_call_response(("s", "sleep", {"seconds": 100}), ("f", "fatal", {})), text_response("never")],
-                     {"fatal": fatal})
+    host = make_host(
+        [tool_call_response(("s", "sleep", {"seconds": 100}), ("f", "fatal", {})), text_response("never")],
+        {"fatal": fatal},
+    )
     outcome = await run_turn(host, [Message.user("x")])
     assert outcome.status == "failed" and str(outcome.error) == "Fatal error: boom"
     items = host.history.items  # type: ignore[attr-defined]
@@ -165,8 +167,10 @@ async def test_stream_error_drains_started_calls_then_retry_sees_them(autojump_c
 
 
 async def test_interrupt_mid_tool_gives_aborted_outputs(autojump_clock: Any) -> None:
-    host = make_host([tool_call_response(("s1", "sleep", {"seconds": 60}), ("s2", "shell", {}))],
-                     {"shell": lambda args: trio.sleep_forever()})
+    host = make_host(
+        [tool_call_response(("s1", "sleep", {"seconds": 60}), ("s2", "shell", {}))],
+        {"shell": lambda args: trio.sleep_forever()},
+    )
     turn = Turn(host, [Message.user("x")])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(turn.run)
@@ -244,7 +248,11 @@ async def test_retry_budget_then_fallback_then_failure(autojump_clock: Any) -> N
     events = host.events.events  # type: ignore[attr-defined]
     assert sum(type(e).__name__ == "FallbackWarning" for e in events) == 1
     # with a fallback available, the first retry of each transport is quiet
-    assert [e.message for e in events if isinstance(e, StreamRetry)] == ["Reconnecting... 2/2", "Reconnecting... 1/2", "Reconnecting... 2/2"]
+    assert [e.message for e in events if isinstance(e, StreamRetry)] == [
+        "Reconnecting... 2/2",
+        "Reconnecting... 1/2",
+        "Reconnecting... 2/2",
+    ]
 
 
 async def test_usage_end_turn_and_immediate_response() -> None:
@@ -252,20 +260,29 @@ async def test_usage_end_turn_and_immediate_response() -> None:
         async def classify_response_item(self, item: Any) -> Any:
             if isinstance(item, FunctionCall) and item.name == "canned":
                 return CompletedResponseItem.ImmediateResponse(
-                    item, FunctionCallOutput(item.call_id, FunctionCallOutputPayload.from_text("canned answer")))
+                    item, FunctionCallOutput(item.call_id, FunctionCallOutputPayload.from_text("canned answer"))
+                )
             return await super().classify_response_item(item)
 
     usage = TokenUsage(input_tokens=10, output_tokens=5, total_tokens=15)
-    first = ScriptedResponse([[OutputItemDone(FunctionCall(call_id="k", name="canned", arguments="{}"))],
-                              [Completed("r1", usage, end_turn=None)]])
+    first = ScriptedResponse(
+        [
+            [OutputItemDone(FunctionCall(call_id="k", name="canned", arguments="{}"))],
+            [Completed("r1", usage, end_turn=None)],
+        ]
+    )
     second = ScriptedResponse([[OutputItemDone(Message.assistant("more?"))], [Completed("r2", usage, end_turn=False)]])
-    host = TurnHost(ScriptedModel([first, second, text_response("end")]), Immediate({}), InMemoryHistory(), RecordingSink())
+    host = TurnHost(
+        ScriptedModel([first, second, text_response("end")]), Immediate({}), InMemoryHistory(), RecordingSink()
+    )
     outcome = await run_turn(host, [Message.user("x")])
     assert outcome.last_agent_message == "end"
     assert len(host.model.prompts) == 3  # type: ignore[attr-defined]
     items = host.history.items  # type: ignore[attr-defined]
-    assert items[1:3] == [FunctionCall(call_id="k", name="canned", arguments="{}"),
-                          FunctionCallOutput("k", FunctionCallOutputPayload.from_text("canned answer"))]
+    assert items[1:3] == [
+        FunctionCall(call_id="k", name="canned", arguments="{}"),
+        FunctionCallOutput("k", FunctionCallOutputPayload.from_text("canned answer")),
+    ]
     assert host.total_usage.total_tokens == 30
     assert host.events.of_type(TokenUsageUpdated)[-1].total.total_tokens == 30  # type: ignore[attr-defined]
     assert host.events.of_type(ToolCallStarted) == []  # type: ignore[attr-defined]
@@ -278,8 +295,9 @@ async def test_usage_end_turn_and_immediate_response() -> None:
     drop_after=st.one_of(st.none(), st.integers(0, 7)),
     gap=st.sampled_from([0.0, 0.5, 1.0]),
 )
-def test_every_call_gets_exactly_one_output_in_call_order(n_calls: int, durations: list[int], cancel_at: float | None,
-                                                          drop_after: int | None, gap: float) -> None:
+def test_every_call_gets_exactly_one_output_in_call_order(
+    n_calls: int, durations: list[int], cancel_at: float | None, drop_after: int | None, gap: float
+) -> None:
     calls = [(f"c{i}", "sleep", {"seconds": durations[i]}) for i in range(n_calls)]
     first = tool_call_response(*calls)
     first.delay_between = gap

@@ -20,8 +20,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(counts, f, indent=1, sort_keys=True)
     terminalreporter.write_sep("-", "session stress machine")
-    for key in ("examples", "steps", "tasks", "attempts", "acked_items_checked_after_crash", "repaired_calls",
-                "torn_rollouts", "restarts"):
+    for key in (
+        "examples",
+        "steps",
+        "tasks",
+        "attempts",
+        "acked_items_checked_after_crash",
+        "repaired_calls",
+        "torn_rollouts",
+        "restarts",
+    ):
         terminalreporter.write_line(f"{key}: {counts[key]}")
     for key in ("outcomes", "faults_served", "interrupts", "crashes", "tool_modes", "subscribers"):
         terminalreporter.write_line(f"{key}: {json.dumps(counts[key], sort_keys=True)}")

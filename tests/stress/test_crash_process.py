@@ -47,8 +47,9 @@ class _Child:
 
     def __init__(self, *args: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen([sys.executable, str(CHILD), *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, cwd=str(ROOT), env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CHILD), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT), env=env
+        )
         self.lines: list[dict[str, Any]] = []
         self.ready = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -84,7 +85,9 @@ def test_sigkill_at_a_random_moment_loses_nothing_acknowledged(kill_after: float
         os.kill(child.proc.pid, signal.SIGKILL)
         rc, err = child.finish()
         assert rc == -signal.SIGKILL, err
-        acked_items = [{k: v for k, v in line.items() if k != "ack"} for line in child.lines if line.get("ack") == "item"]
+        acked_items = [
+            {k: v for k, v in line.items() if k != "ack"} for line in child.lines if line.get("ack") == "item"
+        ]
         acked_events = [line["event"] for line in child.lines if line.get("ack") == "event"]
 
         # a new process (this one) reads what survived

@@ -16,11 +16,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from actors._chat import ChatStreamDecoder
-from actors._responses import MAX_ITEM_DEPTH, ResponsesStreamDecoder
-from actors._sse import SSEDecoder, SSEOverflow
-from actors.history import _item_record, _line
-from actors.model import ModelSettings, _encode_body
+from actors.history._actor import _item_record, _line
+from actors.model import ModelSettings
+from actors.model._actor import _encode_body
+from actors.model._chat import ChatStreamDecoder
+from actors.model._responses import MAX_ITEM_DEPTH, ResponsesStreamDecoder
+from actors.model._sse import SSEDecoder, SSEOverflow
 from kernel import (
     KernelError,
     OutputItemDone,
@@ -144,8 +145,13 @@ def test_decoders_never_raise_and_any_split_decodes_alike(run: Any, stream: byte
 
 
 @pytest.mark.parametrize("run", [_responses_run, _chat_run], ids=["responses", "chat"])
-@given(payload=adversarial_json_texts(), name=st.none() | st.sampled_from(
-    ["response.output_item.done", "response.completed", "response.output_text.delta", "error", "response.failed"]))
+@given(
+    payload=adversarial_json_texts(),
+    name=st.none()
+    | st.sampled_from(
+        ["response.output_item.done", "response.completed", "response.output_text.delta", "error", "response.failed"]
+    ),
+)
 def test_hostile_json_payloads_are_stream_errors_or_ignored(run: Any, payload: str, name: str | None) -> None:
     head = f"event: {name}\n" if name else ""
     stream = (head + "".join(f"data: {line}\n" for line in payload.split("\n")) + "\n").encode("utf-8", "surrogatepass")
@@ -182,7 +188,8 @@ def test_giant_sse_line_through_the_decoders_is_a_stream_error() -> None:
 
 def _deep_item_event(depth: int) -> bytes:
     action = "[" * depth + "1" + "]" * depth
-    data = '{"type":"response.output_item.done","output_index":0,"item":{"type":"web_search_call","status":"completed","action":%s}}' % action
+    head = '{"type":"response.output_item.done","output_index":0,"item":{"type":"web_search_call","status":"completed","action":'
+    data = head + action + "}}"
     return f"event: response.output_item.done\ndata: {data}\n\n".encode()
 
 
@@ -205,14 +212,20 @@ def _production_recursion_limit(frames_in_use: int = 100) -> Iterator[None]:
 
 
 @given(depth=st.integers(1, 1200))
-@example(depth=985).via("regression: accepted by the decoder, then json.dumps in the rollout writer raised RecursionError")
+@example(depth=985).via(
+    "regression: accepted by the decoder, then json.dumps in the rollout writer raised RecursionError"
+)
 @example(depth=MAX_ITEM_DEPTH - 1)
 @example(depth=MAX_ITEM_DEPTH)
 def test_an_item_the_decoder_accepts_can_be_recorded_and_sent_back(depth: int) -> None:
     decoder = ResponsesStreamDecoder()
     events = decoder.feed(_deep_item_event(depth))
     if decoder.error is not None:
-        assert isinstance(decoder.error, StreamError) and "nested deeper" in str(decoder.error) or "Recursion" in str(decoder.error)
+        assert (
+            isinstance(decoder.error, StreamError)
+            and "nested deeper" in str(decoder.error)
+            or "Recursion" in str(decoder.error)
+        )
         return
     (done,) = events
     assert isinstance(done, OutputItemDone)

@@ -37,7 +37,7 @@ def test_model_actors_share_one_tls_context(n: int, https: bool) -> None:
             async with open_model_actor(ModelSettings(base_url=base, model="m")):
                 pass
 
-    with mock.patch("actors.model.httpx.AsyncClient", spy):
+    with mock.patch("actors.model._actor.httpx.AsyncClient", spy):
         trio.run(main)
     assert len(seen) == n
     assert all(isinstance(v, ssl.SSLContext) for v in seen)
@@ -53,9 +53,14 @@ def test_model_actors_share_one_tls_context(n: int, https: bool) -> None:
 
 async def _after_completed_response(stall: float, how: str, wire: str) -> tuple[float, int]:
     reply = Reply(items=[Text("hi", chunk_size=1)])
-    rendered = render_responses(reply, tag="0", model="m") if wire == "responses" else render_chat(
-        reply, tag="0", model="m", include_usage=True)
-    slow_tail = Reply(items=[Text("hi", chunk_size=1)], faults=[Stall(after_events=len(rendered.events), seconds=stall)])
+    rendered = (
+        render_responses(reply, tag="0", model="m")
+        if wire == "responses"
+        else render_chat(reply, tag="0", model="m", include_usage=True)
+    )
+    slow_tail = Reply(
+        items=[Text("hi", chunk_size=1)], faults=[Stall(after_events=len(rendered.events), seconds=stall)]
+    )
     async with open_scripted_server(Script([slow_tail], cycle=True)) as server:
         model = ModelSettings(base_url=server.base_url, model="m", wire=wire)  # type: ignore[arg-type]
         with trio.CancelScope() as outer:
@@ -71,13 +76,18 @@ async def _after_completed_response(stall: float, how: str, wire: str) -> tuple[
 
 
 @settings(max_examples=20)
-@given(stall=st.floats(0.6, 600), how=st.sampled_from(["close", "cancel", "next_turn"]),
-       wire=st.sampled_from(["responses", "chat"]))
+@given(
+    stall=st.floats(0.6, 600),
+    how=st.sampled_from(["close", "cancel", "next_turn"]),
+    wire=st.sampled_from(["responses", "chat"]),
+)
 @example(stall=60.0, how="cancel", wire="responses").via(
-    "regression: a shielded drain held an abrupt cancel of the session for 0.5 s")
+    "regression: a shielded drain held an abrupt cancel of the session for 0.5 s"
+)
 @example(stall=60.0, how="close", wire="chat")
 def test_leaving_a_session_is_prompt_while_a_completed_body_drains(stall: float, how: str, wire: str) -> None:
-    elapsed, requests = trio.run(_after_completed_response, stall, how, wire,
-                                 clock=trio.testing.MockClock(autojump_threshold=0))
+    elapsed, requests = trio.run(
+        _after_completed_response, stall, how, wire, clock=trio.testing.MockClock(autojump_threshold=0)
+    )
     assert elapsed < 0.05, f"leaving the session took {elapsed:.3f}s (virtual)"
     assert requests == (2 if how == "next_turn" else 1)

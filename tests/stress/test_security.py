@@ -72,12 +72,18 @@ class _Records(logging.Handler):
 
 
 @settings(max_examples=examples(100, 3000))
-@given(wire=st.sampled_from(["responses", "chat"]), fault=st.sampled_from(sorted(FAULTS)),
-       placement=st.sampled_from(PLACEMENTS), retries=st.integers(0, 1))
+@given(
+    wire=st.sampled_from(["responses", "chat"]),
+    fault=st.sampled_from(sorted(FAULTS)),
+    placement=st.sampled_from(PLACEMENTS),
+    retries=st.integers(0, 1),
+)
 @example(wire="chat", fault="failed", placement="{key}", retries=0).via(
-    "regression: Chat Completions error chunks were quoted into errors unredacted")
+    "regression: Chat Completions error chunks were quoted into errors unredacted"
+)
 @example(wire="chat", fault="malformed", placement="{key}", retries=0).via(
-    "regression: a malformed chat chunk was quoted into the error unredacted")
+    "regression: a malformed chat chunk was quoted into the error unredacted"
+)
 @example(wire="chat", fault="failed_context", placement="{key}", retries=0)
 @example(wire="chat", fault="error_event", placement="{key}", retries=1)
 def test_the_api_key_never_leaks(wire: str, fault: str, placement: str, retries: int) -> None:
@@ -108,7 +114,11 @@ def test_the_api_key_never_leaks(wire: str, fault: str, placement: str, retries:
 
 
 async def _one_turn(wire: str, fault: Any, rollout: Path, retries: int) -> tuple[Any, list[Any], list[Any]]:
-    reply = Reply(items=[Text("partial text", chunk_size=3)], faults=[fault]) if not isinstance(fault, HttpError) else Reply(faults=[fault])
+    reply = (
+        Reply(items=[Text("partial text", chunk_size=3)], faults=[fault])
+        if not isinstance(fault, HttpError)
+        else Reply(faults=[fault])
+    )
     async with open_scripted_server(Script([reply] * (retries + 1), default=Reply(items=[Text("ok")]))) as server:
         model = ModelSettings(base_url=server.base_url, model="m", api_key=KEY, wire=wire, stream_max_retries=retries)  # type: ignore[arg-type]
         async with open_session(model=model, rollout=rollout, max_retries=retries) as session:
@@ -136,8 +146,9 @@ async def shout(text: str) -> str:
 
 
 @settings(max_examples=examples(100, 3000))
-@given(payload=injection_texts(), text=injection_texts(), wire=st.sampled_from(["responses", "chat"]),
-       drop=st.booleans())
+@given(
+    payload=injection_texts(), text=injection_texts(), wire=st.sampled_from(["responses", "chat"]), drop=st.booleans()
+)
 @example(payload=INJECTION_TEXTS[0], text=INJECTION_TEXTS[2], wire="responses", drop=False)
 def test_tool_output_and_model_text_cannot_forge_records(payload: str, text: str, wire: str, drop: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -44,9 +44,15 @@ async def remember(key: str, value: str = "") -> str:
 
 
 def my_session(spec: SessionSpec) -> AbstractAsyncContextManager[Session]:
-    return open_session(model=spec.model, tools=spec.tools, rollout=spec.rollout, resume=spec.resume,
-                        max_retries=spec.max_retries, max_buffer=spec.max_buffer,
-                        prompt_config=PromptConfig(base_instructions="You are a careful assistant."))
+    return open_session(
+        model=spec.model,
+        tools=spec.tools,
+        rollout=spec.rollout,
+        resume=spec.resume,
+        max_retries=spec.max_retries,
+        max_buffer=spec.max_buffer,
+        prompt_config=PromptConfig(base_instructions="You are a careful assistant."),
+    )
 
 
 remember_calls = st.tuples(
@@ -54,14 +60,16 @@ remember_calls = st.tuples(
     st.builds(lambda k, v: json.dumps({"key": k, "value": v}), st.sampled_from(["", "a", "b"]), st.text(max_size=6)),
 )
 
-UserStress = session_stress_machine(StressConfig(
-    session_factory=my_session,
-    tools=user_tools,
-    tool_calls=remember_calls,
-    wires=("responses",),
-    stats=STATS,
-    max_examples=examples(5, 200),
-    step_count=8,
-))
+UserStress = session_stress_machine(
+    StressConfig(
+        session_factory=my_session,
+        tools=user_tools,
+        tool_calls=remember_calls,
+        wires=("responses",),
+        stats=STATS,
+        max_examples=examples(5, 200),
+        step_count=8,
+    )
+)
 
 TestUserSessionStress = UserStress.TestCase

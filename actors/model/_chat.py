@@ -131,9 +131,7 @@ def _excerpt(data: bytes, limit: int = 120) -> str:
 # Errors inside the stream
 # ---------------------------------------------------------------------------------------------
 
-_DELAY_RE: Final = re.compile(
-    r"try again in\s*(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?)\b", re.IGNORECASE
-)
+_DELAY_RE: Final = re.compile(r"try again in\s*(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?)\b", re.IGNORECASE)
 _CONTEXT_RE: Final = re.compile(
     r"maximum context length|context[ _]length[ _]exceeded|context window exceeded"
     r"|exceeds? (?:the )?(?:available |model'?s? )?context (?:size|length|window)",
@@ -336,9 +334,7 @@ class ChatStreamDecoder:
                 if not self._on_event(name, data, out):
                     break
         except Exception as exc:  # pragma: no cover - a bug here must not crash the transport
-            self.error = StreamError(
-                f"Chat Completions stream: internal decoder failure: {type(exc).__name__}: {exc}"
-            )
+            self.error = StreamError(f"Chat Completions stream: internal decoder failure: {type(exc).__name__}: {exc}")
         return out
 
     def finish(self) -> list[ModelEvent]:
@@ -354,8 +350,7 @@ class ChatStreamDecoder:
             self.done = True
             return [Completed(self.response_id, self.usage)]
         self.error = StreamError(
-            "Chat Completions stream closed before [DONE] or a finish_reason"
-            + (" (cut mid-event)" if cut else "")
+            "Chat Completions stream closed before [DONE] or a finish_reason" + (" (cut mid-event)" if cut else "")
         )
         return []
 
@@ -406,9 +401,7 @@ class ChatStreamDecoder:
                         msg_id = self._msg_id
                         if msg_id is None:
                             msg_id = self._msg_id = self._synthetic_id("msg")
-                            out.append(
-                                OutputItemAdded(Message(role="assistant", content=(), id=msg_id))
-                            )
+                            out.append(OutputItemAdded(Message(role="assistant", content=(), id=msg_id)))
                         self._text.append(content)
                         out.append(OutputTextDelta(msg_id, content))
                     if delta.tool_calls:
@@ -455,9 +448,7 @@ class ChatStreamDecoder:
             if fn is not None and fn.name and not call.name:
                 call.name = fn.name
             if new:
-                out.append(
-                    OutputItemAdded(FunctionCall(call_id=call.call_id, name=call.name, arguments=""))
-                )
+                out.append(OutputItemAdded(FunctionCall(call_id=call.call_id, name=call.name, arguments="")))
             if fn is not None:
                 args = fn.arguments
                 if args:
@@ -466,9 +457,7 @@ class ChatStreamDecoder:
                     call.args.append(args)
                     out.append(ToolCallInputDelta(call.item_id, args))
 
-    def _call_for(
-        self, frag: _ToolCallFragment, fn: _Function | None
-    ) -> tuple[_PendingCall, bool]:
+    def _call_for(self, frag: _ToolCallFragment, fn: _Function | None) -> tuple[_PendingCall, bool]:
         calls = self._calls
         index = frag.index
         if index is None:
@@ -621,9 +610,7 @@ def chat_request_body(
             if call_id is not None:
                 _append_tool_call(messages, call_id, "local_shell", _json_text_safe(item.action))
         elif isinstance(item, (FunctionCallOutput, CustomToolCallOutput)):
-            messages.append(
-                {"role": "tool", "tool_call_id": item.call_id, "content": item.output.to_text() or ""}
-            )
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output.to_text() or ""})
         elif isinstance(item, McpToolCallOutput):
             text = item.as_function_call_output_payload().to_text() or ""
             messages.append({"role": "tool", "tool_call_id": item.call_id, "content": text})
@@ -692,9 +679,7 @@ def _tool_spec(tool: Any) -> dict[str, Any] | None:
     if isinstance(tool, FreeformTool):
         input_doc = "The raw freeform input (plain text, not JSON-encoded)."
         if tool.format.definition:
-            input_doc += (
-                f" It must match this {tool.format.syntax} grammar:\n{tool.format.definition}"
-            )
+            input_doc += f" It must match this {tool.format.syntax} grammar:\n{tool.format.definition}"
         description = tool.description
         description = (description + "\n\n" if description else "") + (
             "This is a freeform tool: put its whole input, as text, in the `input` string."

@@ -76,10 +76,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from kernel import (
     Completed,
-    CustomToolCall as KCustomToolCall,
     Event,
     FatalToolError,
-    FunctionCall as KFunctionCall,
     ItemCompleted,
     KernelError,
     ReasoningDelta,
@@ -97,12 +95,19 @@ from kernel import (
     event_to_dict,
     item_to_wire,
 )
+from kernel import (
+    CustomToolCall as KCustomToolCall,
+)
+from kernel import (
+    FunctionCall as KFunctionCall,
+)
 from kernel.prompt import Prompt
 from kernel.testing import INJECTION_TEXTS, FastBackoff, well_formed_violations
 
-from .history import ABORTED_OUTPUT_TEXT, resume
-from .model import ModelSettings, _encode_body
-from .scripted import (
+from ..history import ABORTED_OUTPUT_TEXT, resume
+from ..model import ModelSettings
+from ..model._actor import _encode_body
+from ..scripted import (
     CustomToolCall,
     Disconnect,
     ErrorEvent,
@@ -120,9 +125,9 @@ from .scripted import (
     open_scripted_server,
     rate_limit_headers,
 )
-from .scripted._render import render_chat, render_responses
-from .session import Session, TurnHandle, open_session
-from .tools import ToolRegistry
+from ..scripted._render import render_chat, render_responses
+from ..session import Session, TurnHandle, open_session
+from ..tools import ToolRegistry
 
 __all__ = [
     "STRESS_API_KEY",
@@ -328,13 +333,15 @@ class _ReplySpec:
 
 
 def _secret_texts(key: str) -> Any:
-    return st.sampled_from([
-        f"Incorrect API key provided: {key}.",
-        f"key={key} is not valid",
-        f'{{"api_key": "{key}"}}',
-        f"Authorization: Bearer {key}",
-        f"token {key} rejected",
-    ])
+    return st.sampled_from(
+        [
+            f"Incorrect API key provided: {key}.",
+            f"key={key} is not valid",
+            f'{{"api_key": "{key}"}}',
+            f"Authorization: Bearer {key}",
+            f"token {key} rejected",
+        ]
+    )
 
 
 @st.composite
@@ -359,10 +366,19 @@ def _faults(draw: Any, key: str, idle: float, n_hint: int) -> tuple[str, list[An
     if kind == "stall_timeout":
         return kind, [Stall(after_events=at, seconds=idle + 0.1)]
     if kind == "rate_limited":
-        return kind, [HttpError(status=429, message=f"Rate limit reached. {secret}", type="requests",
-                                code="rate_limit_exceeded", retry_after=delay)]
+        return kind, [
+            HttpError(
+                status=429,
+                message=f"Rate limit reached. {secret}",
+                type="requests",
+                code="rate_limit_exceeded",
+                retry_after=delay,
+            )
+        ]
     if kind == "rate_limited_message":
-        return kind, [HttpError.rate_limited(message=f"Rate limit reached ({secret}). Please try again in {int(delay * 1000)}ms.")]
+        return kind, [
+            HttpError.rate_limited(message=f"Rate limit reached ({secret}). Please try again in {int(delay * 1000)}ms.")
+        ]
     if kind == "server_error":
         return kind, [HttpError.server_error(draw(st.sampled_from([500, 502, 503])), message=f"overloaded {secret}")]
     if kind == "server_error_delay":
@@ -370,7 +386,9 @@ def _faults(draw: Any, key: str, idle: float, n_hint: int) -> tuple[str, list[An
     if kind == "failed_retryable":
         return kind, [Failed("server_error", f"The model failed ({secret}).")]
     if kind == "failed_rate_limit":
-        return kind, [Failed("rate_limit_exceeded", f"Rate limit ({secret}). Please try again in {int(delay * 1000)}ms.")]
+        return kind, [
+            Failed("rate_limit_exceeded", f"Rate limit ({secret}). Please try again in {int(delay * 1000)}ms.")
+        ]
     if kind == "error_event":
         return kind, [ErrorEvent("server_error", f"stream error {secret}")]
     if kind == "context_window_http":
@@ -378,8 +396,12 @@ def _faults(draw: Any, key: str, idle: float, n_hint: int) -> tuple[str, list[An
     if kind == "context_window_failed":
         return kind, [Failed("context_length_exceeded", f"too long {secret}")]
     if kind == "usage_limit":
-        return kind, [HttpError.usage_limit_reached(message=f"usage limit {secret}", headers=rate_limit_headers(
-            primary_used_percent=100, primary_window_minutes=300))]
+        return kind, [
+            HttpError.usage_limit_reached(
+                message=f"usage limit {secret}",
+                headers=rate_limit_headers(primary_used_percent=100, primary_window_minutes=300),
+            )
+        ]
     if kind == "failed_quota":
         return kind, [Failed("insufficient_quota", f"no quota {secret}")]
     if kind == "incomplete":
@@ -387,15 +409,26 @@ def _faults(draw: Any, key: str, idle: float, n_hint: int) -> tuple[str, list[An
     if kind == "unauthorized":
         return kind, [HttpError.unauthorized(message=secret)]
     if kind == "invalid_request":
-        return kind, [HttpError(status=draw(st.sampled_from([400, 404, 422])), message=f"bad request {secret}",
-                                type="invalid_request_error")]
+        return kind, [
+            HttpError(
+                status=draw(st.sampled_from([400, 404, 422])),
+                message=f"bad request {secret}",
+                type="invalid_request_error",
+            )
+        ]
     raise AssertionError(kind)
 
 
 @st.composite
 def _calls(draw: Any, user_calls: Any) -> _CallSpec:
-    kind = draw(st.sampled_from(["chaos"] * 6 + ["chaos_x"] * 2 + ["unknown", "bad_json", "as_custom"]
-                                + (["user"] * 2 if user_calls is not None else [])))
+    kind = draw(
+        st.sampled_from(
+            ["chaos"] * 6
+            + ["chaos_x"] * 2
+            + ["unknown", "bad_json", "as_custom"]
+            + (["user"] * 2 if user_calls is not None else [])
+        )
+    )
     if kind == "user":
         name, arguments = draw(user_calls)
         return _CallSpec(name, arguments, mode="user")
@@ -416,8 +449,11 @@ def _calls(draw: Any, user_calls: Any) -> _CallSpec:
 def _replies(draw: Any, key: str, idle: float, user_calls: Any) -> _ReplySpec:
     items: list[Any] = []
     if draw(st.integers(0, 5)) == 0:
-        items.append(Reasoning(summary=draw(st.lists(st.text(max_size=10), min_size=1, max_size=2)),
-                               chunk_size=draw(st.integers(0, 3))))
+        items.append(
+            Reasoning(
+                summary=draw(st.lists(st.text(max_size=10), min_size=1, max_size=2)), chunk_size=draw(st.integers(0, 3))
+            )
+        )
     if draw(st.booleans()):
         text = draw(st.text(max_size=30) | st.sampled_from(INJECTION_TEXTS) | st.just("x" * 200))
         items.append(Text(text, chunk_size=draw(st.integers(0, 6))))
@@ -463,8 +499,20 @@ _TRIGGER_EVENTS: dict[str, tuple[type, ...]] = {
 
 _triggers = st.builds(
     _Trigger,
-    st.sampled_from(["text", "text", "item", "item", "tool_started", "tool_started", "retry",
-                     "tool_finished", "tool_input", "reasoning"]),
+    st.sampled_from(
+        [
+            "text",
+            "text",
+            "item",
+            "item",
+            "tool_started",
+            "tool_started",
+            "retry",
+            "tool_finished",
+            "tool_input",
+            "reasoning",
+        ]
+    ),
     st.sampled_from([1, 1, 1, 2, 3]),
     st.none() | st.sampled_from([0.0, 0.001, 0.005, 0.02]),
 )
@@ -492,7 +540,7 @@ class _TrioThread:
     def _main(self) -> None:
         try:
             trio.run(self._amain)
-        except BaseException as exc:  # noqa: BLE001 - reported by call()/close()
+        except BaseException as exc:
             self._exc = exc
         finally:
             self._ready.set()
@@ -534,7 +582,6 @@ def _all_tasks() -> list[trio.lowlevel.Task]:
 
 
 _PER_TURN_TASKS = re.compile(r"(TurnHost\._run_call|ToolActor\._run_call|ModelActor\._serve)$")
-_SESSION_MODULES = ("actors.session", "actors.model", "actors.tools", "actors.history", "actors.notify", "kernel.")
 
 
 # =============================================================================================
@@ -878,7 +925,11 @@ def _fault_of(reply: Reply) -> str:
     for f in reply.transport_faults:
         parts.append(type(f).__name__.lower())
     if reply.terminal is not None:
-        parts.append(type(reply.terminal).__name__.lower() + ":" + getattr(reply.terminal, "code", getattr(reply.terminal, "reason", "")))
+        parts.append(
+            type(reply.terminal).__name__.lower()
+            + ":"
+            + getattr(reply.terminal, "code", getattr(reply.terminal, "reason", ""))
+        )
     return "+".join(parts) or "none"
 
 
@@ -1033,10 +1084,16 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                     async with open_scripted_server(Script(default=_DONE)) as server:
                         gen.server = server
                         gen.settings = ModelSettings(
-                            base_url=server.base_url, model="stress-model", api_key=key, wire=self.wire,  # type: ignore[arg-type]
-                            idle_timeout=cfg.idle_timeout, stream_max_retries=self.max_retries,
+                            base_url=server.base_url,
+                            model="stress-model",
+                            api_key=key,
+                            wire=self.wire,  # type: ignore[arg-type]
+                            idle_timeout=cfg.idle_timeout,
+                            stream_max_retries=self.max_retries,
                         )
-                        spec = SessionSpec(gen.settings, registry, gen.rollout, gen.resume, self.max_retries, self.max_buffer)
+                        spec = SessionSpec(
+                            gen.settings, registry, gen.rollout, gen.resume, self.max_retries, self.max_buffer
+                        )
                         async with cfg.session_factory(spec) as session:
                             gen.session = session
                             host = session.host
@@ -1050,7 +1107,7 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                                 task_status.started()
                                 await gen.close_requested.wait()
                                 aux.cancel_scope.cancel()
-            except Exception as exc:  # noqa: BLE001 - a session that blew up: reported by the checks
+            except Exception as exc:
                 gen.error = exc
                 if not started:
                     raise
@@ -1090,8 +1147,9 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
             stats.steps += 1
             self.runner.call(self._run_task, plan, trigger, None)
 
-        @rule(plan=plans, trigger=_triggers, kind=st.sampled_from(["snapshot", "snapshot", "cancel"]),
-              cut=st.floats(0, 1))
+        @rule(
+            plan=plans, trigger=_triggers, kind=st.sampled_from(["snapshot", "snapshot", "cancel"]), cut=st.floats(0, 1)
+        )
         def crash_during_task(self, plan: list[_ReplySpec], trigger: _Trigger, kind: str, cut: float) -> None:
             stats.steps += 1
             self.runner.call(self._run_task, plan, trigger, kind)
@@ -1163,8 +1221,9 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
             server.script = Script(gen.installed, default=_DONE, model=server.script.model)
             return base
 
-        async def _run_task(self, plan: list[_ReplySpec], trigger: _Trigger | None, crash: str | None,
-                            queue_second: bool = False) -> None:
+        async def _run_task(
+            self, plan: list[_ReplySpec], trigger: _Trigger | None, crash: str | None, queue_second: bool = False
+        ) -> None:
             gen = self.gen
             assert gen is not None and gen.session is not None
             session = gen.session
@@ -1215,7 +1274,7 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                 _fail(f"per-turn tasks outlived their turn: {left}")
             # a model request may still drain a completed body for connection reuse: capped at 0.5 s
             with trio.move_on_after(2.0):
-                while any(t.name.endswith("ModelActor._serve") for t in _all_tasks()):
+                while any(t.name.endswith("ModelActor._serve") for t in _all_tasks()):  # noqa: ASYNC110 (polls other tasks)
                     await trio.sleep(0.01)
             left = [t.name for t in _all_tasks() if t.name.endswith("ModelActor._serve")]
             if left:
@@ -1239,8 +1298,9 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                 return
             data = gen.rollout.read_bytes() if kind == "snapshot" else None
             in_turn = task.started_seq is not None and not task.final_acked
-            gen.crash = _Crash(kind, data, list(gen.file_items), gen.acked_size, task if in_turn else None,
-                               task.final_seq is not None)
+            gen.crash = _Crash(
+                kind, data, list(gen.file_items), gen.acked_size, task if in_turn else None, task.final_seq is not None
+            )
             if in_turn:
                 task.crashed = True
             stats.crashes[kind + (":mid-turn" if in_turn else ":idle")] += 1
@@ -1270,7 +1330,11 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
             # a hard crash: only the bytes the OS had survive, possibly torn after the last ack
             assert crash.data is not None
             data = crash.data
-            size = crash.acked_size + int((len(data) - crash.acked_size) * cut) if len(data) > crash.acked_size else len(data)
+            size = (
+                crash.acked_size + int((len(data) - crash.acked_size) * cut)
+                if len(data) > crash.acked_size
+                else len(data)
+            )
             torn = data[:size]
             path = self.dir / f"rollout-{self.gen_no}.jsonl"
             path.write_bytes(torn)
@@ -1285,7 +1349,10 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                 _fail(f"resume after a hard crash is not well-formed: {problems}")
             for item in resumed.added:
                 output = getattr(item, "output", None)
-                if getattr(output, "body", None) != ABORTED_OUTPUT_TEXT or getattr(output, "success", None) is not False:
+                if (
+                    getattr(output, "body", None) != ABORTED_OUTPUT_TEXT
+                    or getattr(output, "success", None) is not False
+                ):
                     _fail(f"a dangling call was repaired with {item!r}")
             stats.acked_items_checked_after_crash += len(acked)
             if task is not None:
@@ -1320,7 +1387,7 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                 rest = []
             entry.sub.close()
             got = entry.received + rest
-            want = gen.events[entry.attach_index:]
+            want = gen.events[entry.attach_index :]
             life_got, text_got = _per_item_text(got)
             life_want, text_want = _per_item_text(want)
             if life_got != life_want:
@@ -1333,7 +1400,7 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
             if gen is None:
                 return
             for entry in gen.subs:
-                since = gen.events[entry.attach_index:]
+                since = gen.events[entry.attach_index :]
                 lifecycle = sum(1 for e in since if e.lifecycle or (isinstance(e, ReasoningDelta) and e.section_break))
                 bound = max(entry.max_buffer, 2 * (3 * lifecycle + 2)) + entry.max_batch
                 if entry.sub.buffered > bound:
@@ -1378,7 +1445,9 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                     elif attempts and attempts[-1].outcome == "completed":
                         decided = attempts[-1].end_seq
                     if decided is None or decided > task.interrupt_seq:  # type: ignore[operator]
-                        _fail(f"{task.tid}: interrupted ({task.interrupt_kind}) but ended {outcome.status} ({outcome.error!r})")
+                        _fail(
+                            f"{task.tid}: interrupted ({task.interrupt_kind}) but ended {outcome.status} ({outcome.error!r})"
+                        )
             elif outcome.status == "aborted":
                 _fail(f"{task.tid}: aborted without an interrupt")
             # retries: runs of attempts, each ending at a completed attempt or the turn's end
@@ -1399,13 +1468,18 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                 fatal = outcome.error is not None and type(outcome.error).__name__ == "FatalError"
                 if last.outcome in _RETRYABLE and n == len(runs) - 1 and not interrupted and not fatal:
                     if outcome.status != "failed" or len(run) != self.max_retries + 1:
-                        _fail(f"{task.tid}: gave up after {len(run)} retryable failures (budget {self.max_retries}), outcome {outcome!r}")
+                        _fail(
+                            f"{task.tid}: gave up after {len(run)} retryable failures (budget {self.max_retries}), outcome {outcome!r}"
+                        )
             retries = [e for e, seq in _with_seq(gen, task) if isinstance(e, StreamRetry)]
             expected_retries = sum(len(r) - 1 for r in runs)
             if not (expected_retries <= len(retries) <= expected_retries + (1 if interrupted else 0)):
                 _fail(f"{task.tid}: {len(retries)} retry notices for {expected_retries} retries")
             for e in retries:
-                if not (1 <= e.retries <= self.max_retries) or e.message != f"Reconnecting... {e.retries}/{self.max_retries}":
+                if (
+                    not (1 <= e.retries <= self.max_retries)
+                    or e.message != f"Reconnecting... {e.retries}/{self.max_retries}"
+                ):
                     _fail(f"{task.tid}: bad retry notice {e!r}")
             # a retry waits at least what the failure asked for
             flat = [a for run in runs for a in run]
@@ -1413,22 +1487,34 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                 if a.outcome in _RETRYABLE and a.error is not None and a.error.retry_after is not None:
                     assert a.ended is not None
                     if b.started + 0.002 < a.ended + a.error.retry_after:
-                        _fail(f"{task.tid}: retried {b.started - a.ended:.4f}s after an error asking for {a.error.retry_after}s")
+                        _fail(
+                            f"{task.tid}: retried {b.started - a.ended:.4f}s after an error asking for {a.error.retry_after}s"
+                        )
             # the outcome follows from the last attempt
             if outcome.status == "completed":
                 if not attempts or attempts[-1].outcome != "completed":
-                    _fail(f"{task.tid}: completed but its last attempt ended {attempts[-1].outcome if attempts else None}")
+                    _fail(
+                        f"{task.tid}: completed but its last attempt ended {attempts[-1].outcome if attempts else None}"
+                    )
             elif outcome.status == "failed":
                 err = outcome.error
                 assert err is not None
                 if type(err).__name__ == "FatalError":
-                    fatal_calls = [i for i in gen.acked if isinstance(i, KFunctionCall) and i.call_id.startswith(task.tid)
-                                   and ('"mode": "fatal"' in i.arguments or i.name in user_tool_names)]
+                    fatal_calls = [
+                        i
+                        for i in gen.acked
+                        if isinstance(i, KFunctionCall)
+                        and i.call_id.startswith(task.tid)
+                        and ('"mode": "fatal"' in i.arguments or i.name in user_tool_names)
+                    ]
                     if not fatal_calls:
                         _fail(f"{task.tid}: FatalError {err} without a fatal tool call")
                 elif not attempts or attempts[-1].error is not err:
                     _fail(f"{task.tid}: failed with {err!r}, not the last attempt's error")
-                if type(err).__name__ == "ContextWindowExceeded" and (not gen.session.context_full or not gen.counts["ContextWindowFull"]):  # type: ignore[union-attr]
+                if type(err).__name__ == "ContextWindowExceeded" and (
+                    not gen.session.context_full  # type: ignore[union-attr]
+                    or not gen.counts["ContextWindowFull"]
+                ):
                     _fail(f"{task.tid}: context window exceeded but the host was not told")
             # what the server received: exactly the prompts, each the history at that moment
             wire = self.wire
@@ -1452,13 +1538,17 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                 stats.faults_served[_fault_of(reply)] += 1
                 allowed = _allowed_outcomes(reply, wire, cfg.idle_timeout)
                 if a.outcome == "cancelled":
-                    if not (interrupted or (outcome.error is not None and type(outcome.error).__name__ == "FatalError")):
+                    if not (
+                        interrupted or (outcome.error is not None and type(outcome.error).__name__ == "FatalError")
+                    ):
                         _fail(f"{task.tid}: an attempt was cancelled without an interrupt or a fatal tool")
                 elif a.outcome == "StreamError" and "idle timeout" in str(a.error) and a.outcome not in allowed:
                     stats.outcomes["spurious_idle_timeout"] += 1  # real time: the machine stalled
                 elif a.outcome not in allowed:
-                    _fail(f"{task.tid}: served {_fault_of(reply)} ({wire}), the attempt ended {a.outcome} "
-                          f"({a.error!r}); expected one of {sorted(allowed)}")
+                    _fail(
+                        f"{task.tid}: served {_fault_of(reply)} ({wire}), the attempt ended {a.outcome} "
+                        f"({a.error!r}); expected one of {sorted(allowed)}"
+                    )
             # tool calls: hangs end aborted; every started call finished exactly once
             for event, _ in _with_seq(gen, task):
                 if isinstance(event, ToolCallFinished) and '"mode": "hang"' in _arguments_of(gen, event.call_id):
@@ -1521,7 +1611,7 @@ def session_stress_machine(config: StressConfig | None = None) -> type[RuleBased
                 _fail(f"rollout: final events without a start: {set(finals) - set(starts)}")
 
         def _scan_secrets(self, gen: _Gen) -> None:
-            for e in gen.events[self._scanned_events:]:
+            for e in gen.events[self._scanned_events :]:
                 if key in repr(e) or (e.lifecycle and key in json.dumps(event_to_dict(e), default=repr)):
                     _fail(f"the API key leaked into an event: {type(e).__name__}")
             self._scanned_events = len(gen.events)
@@ -1590,7 +1680,7 @@ class _ListHandler(logging.Handler):
 def _format(record: logging.LogRecord) -> str:
     try:
         text = record.getMessage()
-    except Exception:  # noqa: BLE001
+    except Exception:
         text = str(record.msg)
     if record.exc_info:
         text += logging.Formatter().formatException(record.exc_info)

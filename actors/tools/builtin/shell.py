@@ -29,7 +29,7 @@ How a command runs:
   name ends with ``_API_KEY``, ``_TOKEN`` or ``_SECRET`` (or is ``API_KEY``, ``TOKEN``,
   ``SECRET``), case-insensitively — unless ``env`` is given, which is then the child's whole
   environment.
-* With ``approvals``, every call is checked first (an ``"exec"`` :class:`~actors.approvals.ApprovalRequest`);
+* With ``approvals``, every call is checked first (an ``"exec"`` :class:`~actors.tools.approvals.ApprovalRequest`);
   a refusal is a model-visible error and nothing runs.
 
 The tool confines the working directory, not the command: it is not a sandbox.
@@ -50,8 +50,8 @@ import trio
 
 from kernel.tools import RespondToModel
 
+from .._registry import Tool, tool
 from ..approvals import ApprovalRequest, Approvals
-from ..tools import Tool, tool
 
 __all__ = ["make_shell_tool", "scrub_environment", "TIMEOUT_EXIT_CODE", "SECRET_SUFFIXES"]
 
@@ -174,9 +174,7 @@ def _resolve_workdir(root: Path, workdir: str | None) -> Path:
         candidate = root / candidate
     real = Path(os.path.realpath(candidate))
     if real != root and root not in real.parents:
-        raise RespondToModel(
-            f"workdir {workdir!r} is outside the workspace ({root}); use a directory inside it"
-        )
+        raise RespondToModel(f"workdir {workdir!r} is outside the workspace ({root}); use a directory inside it")
     if not real.is_dir():
         what = "does not exist" if not real.exists() else "is not a directory"
         raise RespondToModel(f"workdir {workdir!r} {what}")
@@ -368,4 +366,3 @@ def _truncate(capture: _OutputCapture, total_lines: int, max_lines: int) -> str:
     else:
         marker = f"[... {omitted_lines} lines omitted ...]"
     return f"Total output lines: {total_lines}\n\n{head_text}{marker}\n{tail_text}"
-

@@ -74,7 +74,7 @@ import os
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Union
 
@@ -164,7 +164,7 @@ class HistoryClosed(Exception):
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 _str = attrs.validators.instance_of(str)
@@ -184,7 +184,9 @@ class SessionMeta:
     cwd: str = attrs.field(default="", validator=_str)
 
     @classmethod
-    def new(cls, *, model: str = "", cwd: str | os.PathLike[str] | None = None, session_id: str | None = None) -> SessionMeta:
+    def new(
+        cls, *, model: str = "", cwd: str | os.PathLike[str] | None = None, session_id: str | None = None
+    ) -> SessionMeta:
         """A header for a new session: a random UUID, created now, ``cwd`` defaulting to the
         process's working directory."""
         return cls(
@@ -501,7 +503,7 @@ def _write_lines(fd: int, lines: Sequence[bytes], fsync: bool) -> None:
         for line in lines:
             view = memoryview(line)
             while view:  # one write() per line; the loop only finishes a short write
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         if fsync:
             os.fsync(fd)
     except OSError:

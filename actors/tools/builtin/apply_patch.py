@@ -74,8 +74,8 @@ from typing import Any, Final, Literal, Protocol, Union
 import attrs
 import trio
 
-from actors.approvals import ApprovalRequest, Approvals
-from actors.tools import Tool, freeform_tool
+from actors.tools._registry import Tool, freeform_tool
+from actors.tools.approvals import ApprovalRequest, Approvals
 from kernel.items import FreeformToolFormat
 from kernel.tools import RespondToModel
 
@@ -175,7 +175,9 @@ class PatchError(Exception):
     line); ``path`` the file it concerns, if any; ``changed`` is ``True`` only if writing failed
     midway *and* restoring the workspace failed too (otherwise nothing was changed)."""
 
-    def __init__(self, message: str, *, line: int | None = None, path: str | None = None, changed: bool = False) -> None:
+    def __init__(
+        self, message: str, *, line: int | None = None, path: str | None = None, changed: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
@@ -482,9 +484,7 @@ _PUNCTUATION: Final = str.maketrans(
         **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),
         **dict.fromkeys("\u2018\u2019\u201a\u201b", "'"),
         **dict.fromkeys("\u201c\u201d\u201e\u201f", '"'),
-        **dict.fromkeys(
-            "\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000", " "
-        ),
+        **dict.fromkeys("\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000", " "),
     }
 )
 
@@ -552,8 +552,7 @@ def _mismatch(path: str, n: int, total: int, chunk: UpdateChunk, lines: Sequence
     where = f"hunk {n} of {total} (patch line {chunk.line})" if chunk.line else f"hunk {n} of {total}"
     anchor = " at the end of the file" if chunk.is_end_of_file else f" at or after line {start + 1}"
     parts = [
-        f"Failed to find expected lines in {path}: {where} does not match the file{anchor}. "
-        "Expected lines:",
+        f"Failed to find expected lines in {path}: {where} does not match the file{anchor}. Expected lines:",
         _show(chunk.old_lines) if chunk.old_lines else "    (none)",
     ]
     best = _closest(lines, chunk.old_lines, start)
@@ -567,7 +566,9 @@ def _mismatch(path: str, n: int, total: int, chunk: UpdateChunk, lines: Sequence
     return PatchError("\n".join(parts), line=chunk.line or None, path=path)
 
 
-def _context_missing(path: str, n: int, total: int, chunk: UpdateChunk, context: str, lines: Sequence[str], start: int) -> PatchError:
+def _context_missing(
+    path: str, n: int, total: int, chunk: UpdateChunk, context: str, lines: Sequence[str], start: int
+) -> PatchError:
     where = f"hunk {n} of {total} (patch line {chunk.line})" if chunk.line else f"hunk {n} of {total}"
     parts = [
         f"Failed to find context '@@ {context.strip()}' in {path}: {where}, searching from line "
@@ -710,8 +711,7 @@ class _Plan:
             raise PatchError(f"refused path {raw!r}{at}: it contains a NUL character", line=line or None, path=raw)
         if os.path.isabs(raw) or raw.startswith(("/", "\\")) or _DRIVE.match(raw):
             raise PatchError(
-                f"refused path '{raw}'{at}: absolute paths are not allowed; use a path relative to "
-                "the workspace root",
+                f"refused path '{raw}'{at}: absolute paths are not allowed; use a path relative to the workspace root",
                 line=line or None,
                 path=raw,
             )
@@ -779,7 +779,9 @@ class _Plan:
             return None
         if d.kind == "file":
             return _Text.decode(d.data, d.mode)
-        what = {"dir": "a directory", "link": "a symbolic link that cannot be resolved"}.get(d.kind, "not a regular file")
+        what = {"dir": "a directory", "link": "a symbolic link that cannot be resolved"}.get(
+            d.kind, "not a regular file"
+        )
         raise PatchError(f"'{display}' (patch line {line}) is {what}", line=line or None, path=display)
 
     # --- hunks ------------------------------------------------------------------------------
@@ -885,8 +887,7 @@ class _Plan:
                     changed=True,
                 ) from exc
             raise PatchError(
-                f"failed to write '{name}': {exc}; the files already written were restored, "
-                "nothing was changed",
+                f"failed to write '{name}': {exc}; the files already written were restored, nothing was changed",
                 path=name,
             ) from exc
         return PatchResult(self.added, self.modified, self.deleted)
@@ -1016,7 +1017,7 @@ def apply_patch(workspace: str | os.PathLike[str], patch: str | Patch) -> PatchR
 
 
 class ApprovalChecker(Protocol):
-    """What the tool needs of ``approvals``: :class:`~actors.approvals.Approvals`, or any object
+    """What the tool needs of ``approvals``: :class:`~actors.tools.approvals.Approvals`, or any object
     whose async ``check`` returns to approve and raises (or returns ``False``) to refuse."""
 
     async def check(self, request: ApprovalRequest) -> Any: ...
@@ -1030,7 +1031,10 @@ def _model_error(exc: PatchError) -> str:
 
 
 def make_apply_patch_tool(
-    workspace: str | os.PathLike[str], *, approvals: Approvals | ApprovalChecker | None = None, name: str = "apply_patch"
+    workspace: str | os.PathLike[str],
+    *,
+    approvals: Approvals | ApprovalChecker | None = None,
+    name: str = "apply_patch",
 ) -> Tool:
     """The ``apply_patch`` freeform tool for ``workspace``.
 
@@ -1039,7 +1043,7 @@ def make_apply_patch_tool(
     the patch (a malformed one is refused before anyone is asked), then, when ``approvals`` is
     given, awaits ``approvals.check(ApprovalRequest(kind="patch", tool=name, paths=<every path
     touched, as written in the patch, move destinations included>, patch=<the patch text>))``:
-    :meth:`~actors.approvals.Approvals.check` fills in the reason and refuses by raising
+    :meth:`~actors.tools.approvals.Approvals.check` fills in the reason and refuses by raising
     :class:`~kernel.RespondToModel` (any object with such an async ``check`` works; one returning
     ``False`` refuses too). Then :func:`apply_patch` runs in a worker thread (not abandoned on
     cancellation: a patch is written whole or rolled back). A :class:`PatchError` becomes

@@ -173,8 +173,7 @@ class Approvals:
             answer = await self.approver(request)
         except Exception as exc:
             raise RespondToModel(
-                f"approval failed: the approver raised {type(exc).__name__}: {exc}; {what} was not run; "
-                f"{_DO_NOT_RETRY}"
+                f"approval failed: the approver raised {type(exc).__name__}: {exc}; {what} was not run; {_DO_NOT_RETRY}"
             ) from exc
         if answer is not True:
             raise RespondToModel(f"rejected by user: {what} was not approved; {_DO_NOT_RETRY}")
@@ -213,7 +212,9 @@ _FIND_UNSAFE: Final = frozenset(
     {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fls", "-fprint", "-fprint0", "-fprintf"}
 )
 _RG_UNSAFE_LONG: Final = ("--pre", "--hostname-bin", "--search-zip")
-_GIT_READ: Final = frozenset({"status", "log", "diff", "show", "blame", "ls-files", "rev-parse", "describe", "shortlog"})
+_GIT_READ: Final = frozenset(
+    {"status", "log", "diff", "show", "blame", "ls-files", "rev-parse", "describe", "shortlog"}
+)
 _GIT_BRANCH_FLAGS: Final = frozenset(
     {"-a", "-r", "-v", "-vv", "-l", "--list", "--all", "--remotes", "--verbose", "--show-current",
      "--no-color", "--color", "--no-abbrev"}
@@ -294,7 +295,8 @@ def _command_is_read_only(argv: list[str], has_glob: bool) -> bool:
         return not any(a == "--compile" or (a.startswith("-") and not a.startswith("--") and "C" in a) for a in args)
     if name == "sort":  # -o / --output writes; --compress-program runs a program
         return not any(
-            a.startswith(("--output", "--compress-program")) or (a.startswith("-") and not a.startswith("--") and "o" in a)
+            a.startswith(("--output", "--compress-program"))
+            or (a.startswith("-") and not a.startswith("--") and "o" in a)
             for a in args
         )
     if name == "sed":
@@ -351,7 +353,12 @@ def _git_is_read_only(args: list[str]) -> bool:
         for a in rest:
             if a in ("-l", "--list"):
                 listing = True
-            elif a in _GIT_BRANCH_FLAGS or a.startswith("--contains") or a.startswith("--merged") or a.startswith("--no-merged"):
+            elif (
+                a in _GIT_BRANCH_FLAGS
+                or a.startswith("--contains")
+                or a.startswith("--merged")
+                or a.startswith("--no-merged")
+            ):
                 continue
             elif a.startswith("-") or not listing:
                 return False  # -d, -m, -D, a new branch name, …
@@ -428,7 +435,11 @@ def _tokenize(script: str) -> list[tuple[str, str, bool]] | None:
         elif c in _OPERATOR_CHARS:
             flush()
             j = i + 1
-            while j < n and script[j] in _OPERATOR_CHARS and script[i : j + 1] in ("&&", "||", ">>", "<<", ";;", "|&", "&>", ">&", "<&", "<>"):
+            while (
+                j < n
+                and script[j] in _OPERATOR_CHARS
+                and script[i : j + 1] in ("&&", "||", ">>", "<<", ";;", "|&", "&>", ">&", "<&", "<>")
+            ):
                 j += 1
             tokens.append(("op", script[i:j], False))
             i = j
@@ -474,5 +485,3 @@ def _tokenize(script: str) -> list[tuple[str, str, bool]] | None:
             i += 1
     flush()
     return tokens
-
-

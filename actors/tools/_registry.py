@@ -278,8 +278,13 @@ _META_KEYS: Final = {
     "string": (("min_length", "minLength"), ("max_length", "maxLength"), ("pattern", "pattern")),
     "array": (("min_length", "minItems"), ("max_length", "maxItems")),
     "object": (("min_length", "minProperties"), ("max_length", "maxProperties")),
-    "number": (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusiveMinimum"),
-               ("lt", "exclusiveMaximum"), ("multiple_of", "multipleOf")),
+    "number": (
+        ("ge", "minimum"),
+        ("le", "maximum"),
+        ("gt", "exclusiveMinimum"),
+        ("lt", "exclusiveMaximum"),
+        ("multiple_of", "multipleOf"),
+    ),
 }
 
 
@@ -366,9 +371,7 @@ class _SchemaBuilder:
 
     def _build_other(self, tp: Any) -> dict[str, Any]:
         try:
-            (schema,), components = msgspec.json.schema_components(
-                [tp], ref_template="#/$defs/{name}"
-            )
+            (schema,), components = msgspec.json.schema_components([tp], ref_template="#/$defs/{name}")
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"{self.where}: cannot describe type {_type_repr(tp)} as JSON: {exc}. Use str, int, "
@@ -479,9 +482,7 @@ class Tool:
         if self.is_async:
             value = await fn(*args, **kwargs)
         elif self.threaded:
-            value = await trio.to_thread.run_sync(
-                functools.partial(fn, *args, **kwargs), abandon_on_cancel=True
-            )
+            value = await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), abandon_on_cancel=True)
         else:
             value = fn(*args, **kwargs)
         if isinstance(value, FunctionCallOutputPayload):
@@ -603,8 +604,7 @@ def _make_freeform_tool(
         inspect.signature(fn).bind("input")
     except TypeError:
         raise TypeError(
-            f"freeform tool {tool_name!r}: {fn!r} must accept the raw input text as its one "
-            "positional argument"
+            f"freeform tool {tool_name!r}: {fn!r} must accept the raw input text as its one positional argument"
         ) from None
     summary, _ = parse_docstring(inspect.getdoc(fn))
     spec = FreeformTool(
@@ -1142,7 +1142,9 @@ class ToolActor:
         if call.custom != tool.freeform:
             await trio.lowlevel.checkpoint()
             if tool.freeform:
-                raise RespondToModel(f"tool {call.name!r} is a freeform tool: send its input as raw text, not JSON arguments")
+                raise RespondToModel(
+                    f"tool {call.name!r} is a freeform tool: send its input as raw text, not JSON arguments"
+                )
             raise RespondToModel(f"tool {call.name!r} is a function tool: call it with JSON arguments")
         try:
             args, kwargs = tool.parse_arguments(call.payload)

@@ -43,8 +43,8 @@ from kernel.stream import (
     ReasoningContentDelta,
     ReasoningSummaryDelta,
     ReasoningSummaryPartAdded,
-    ToolCallInputDelta,
     TokenUsage,
+    ToolCallInputDelta,
 )
 
 from ._http_errors import clean_message, requested_delay
@@ -376,7 +376,7 @@ def _slot_setters(cls: type[Any], names: tuple[str, ...]) -> tuple[Any, ...] | N
 
     try:
         fields = attrs.fields(cls)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     if tuple(f.name for f in fields) != names:
         return None
@@ -397,9 +397,7 @@ def _slot_setters(cls: type[Any], names: tuple[str, ...]) -> tuple[Any, ...] | N
 _TEXT_SETTERS: Final = _slot_setters(OutputTextDelta, ("item_id", "delta"))
 _TOOL_SETTERS: Final = _slot_setters(ToolCallInputDelta, ("item_id", "delta"))
 _SUMMARY_SETTERS: Final = _slot_setters(ReasoningSummaryDelta, ("item_id", "delta", "summary_index"))
-_REASONING_SETTERS: Final = _slot_setters(
-    ReasoningContentDelta, ("item_id", "delta", "content_index")
-)
+_REASONING_SETTERS: Final = _slot_setters(ReasoningContentDelta, ("item_id", "delta", "content_index"))
 _FAST_CONSTRUCTION: Final = None not in (
     _TEXT_SETTERS,
     _TOOL_SETTERS,
@@ -498,9 +496,7 @@ def _slow_event(name: str | None, data: bytes) -> _Event | None:
         if isinstance(value, kind) and not isinstance(value, bool):
             setattr(ev, field, value)
         elif field in needed:
-            raise _stream_error(
-                t, f"field {field!r} must be {kind_name}, got {_type_name(value)}"
-            )
+            raise _stream_error(t, f"field {field!r} must be {kind_name}, got {_type_name(value)}")
     for field in ("item", "response"):
         if field in obj:
             setattr(ev, field, obj[field])
@@ -557,7 +553,7 @@ class ResponsesStreamDecoder:
         except SSEOverflow as exc:
             self._fail(StreamError(f"SSE event too large: {exc}"))
             return []
-        except Exception as exc:  # noqa: BLE001 — never let a decoding bug escape
+        except Exception as exc:
             self._fail(StreamError(f"malformed SSE stream: {type(exc).__name__}: {exc}"))
             return []
         out: list[ModelEvent] = []
@@ -637,11 +633,9 @@ class ResponsesStreamDecoder:
             self._fail(StreamError(f"malformed {where} event: data is not valid JSON ({exc})"))
         except KernelError as exc:  # e.g. a WireFormatError from a nested value
             self._fail(StreamError(f"malformed {t or name or 'SSE'} event: {exc.message}"))
-        except Exception as exc:  # noqa: BLE001 — never let a decoding bug escape
+        except Exception as exc:
             # (``t`` may still name the previous event here; ``name`` is this event's)
-            self._fail(
-                StreamError(f"malformed {name or 'SSE'} event: {type(exc).__name__}: {exc}")
-            )
+            self._fail(StreamError(f"malformed {name or 'SSE'} event: {type(exc).__name__}: {exc}"))
         return out
 
     def finish(self) -> None:
@@ -651,6 +645,6 @@ class ResponsesStreamDecoder:
             return
         try:
             self._sse.finish()  # an event cut mid-way is discarded, as the SSE spec says
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         self._fail(StreamError(STREAM_CLOSED_MESSAGE))

@@ -40,7 +40,7 @@ _OPEN: Final = 0
 _ENDED: Final = 1  # the notifier closed: deliver what is buffered, then end
 _DETACHED: Final = 2  # the subscriber left: nothing more is delivered
 
-_Key = tuple[type, str, Union[str, None]]
+_Key = tuple[type, str, str | None]
 
 
 class _Run:

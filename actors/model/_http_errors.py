@@ -20,7 +20,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any
@@ -55,9 +55,7 @@ MAX_MESSAGE_CHARS = 2000
 
 _MAX_PARSED_BODY = 1 << 20  # bodies larger than this are not JSON-parsed (only their head is shown)
 
-_TRY_AGAIN = re.compile(
-    r"try again in\s*(\d+(?:\.\d+)?)\s*(milliseconds?|ms|seconds?|secs?|s)\b", re.IGNORECASE
-)
+_TRY_AGAIN = re.compile(r"try again in\s*(\d+(?:\.\d+)?)\s*(milliseconds?|ms|seconds?|secs?|s)\b", re.IGNORECASE)
 
 _SECRET = re.compile(
     r"(?i)(bearer\s+)[^\s\"',;]+"  # Authorization: Bearer <token>
@@ -77,14 +75,14 @@ def _lower_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
         return headers  # case-insensitive already
     try:
         return {str(k).lower(): v for k, v in headers.items()}
-    except Exception:  # noqa: BLE001 — a broken mapping must not hide the real error
+    except Exception:
         return {}
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     try:
         value = headers.get(name)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     if value is None:
         return None
@@ -124,7 +122,7 @@ def _retry_after_header(value: str | None, now: float | None = None) -> float | 
     if when is None:
         return None
     if when.tzinfo is None:  # RFC 9110 dates are GMT
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     delay = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, delay) if math.isfinite(delay) else None
 
@@ -143,9 +141,7 @@ def _delay_in_message(message: str | None) -> float | None:
     return best
 
 
-def requested_delay(
-    headers: Mapping[str, str] | None, message: str | None = None
-) -> float | None:
+def requested_delay(headers: Mapping[str, str] | None, message: str | None = None) -> float | None:
     """The delay, in float seconds, that a response asked for, or ``None``.
 
     Sources: the ``retry-after-ms`` header (milliseconds), the ``Retry-After`` header (seconds

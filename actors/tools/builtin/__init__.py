@@ -1,12 +1,12 @@
 """The built-in tools: ``shell`` (run a command in the workspace) and ``apply_patch`` (edit
 files with codex's patch format), both confined to a workspace root and both asking an
-:class:`~actors.approvals.Approvals` before they act when its policy says so.
+:class:`~actors.tools.approvals.Approvals` before they act when its policy says so.
 
 ::
 
     from actors import open_session
-    from actors.approvals import Approvals, ApprovalPolicy
-    from actors.builtin import builtin_tools
+    from actors.tools.approvals import Approvals, ApprovalPolicy
+    from actors.tools.builtin import builtin_tools
 
     approvals = Approvals(ApprovalPolicy.UNTRUSTED, ask_user)
     async with open_session(model=settings, tools=builtin_tools("/path/to/repo", approvals=approvals)) as session:
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 
-from actors.approvals import Approvals
 from actors.tools import Tool
+from actors.tools.approvals import Approvals
 
 from .apply_patch import make_apply_patch_tool as make_apply_patch_tool
 from .shell import make_shell_tool as make_shell_tool

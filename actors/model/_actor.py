@@ -68,7 +68,9 @@ class ModelSettings:
         if self.wire not in ("responses", "chat"):
             raise ValueError(f"ModelSettings.wire must be 'responses' or 'chat', got {self.wire!r}")
         if not (self.idle_timeout > 0 and math.isfinite(self.idle_timeout)):
-            raise ValueError(f"ModelSettings.idle_timeout must be a positive number of seconds, got {self.idle_timeout!r}")
+            raise ValueError(
+                f"ModelSettings.idle_timeout must be a positive number of seconds, got {self.idle_timeout!r}"
+            )
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"ModelSettings.base_url must start with http:// or https://, got {self.base_url!r}")
 
@@ -120,7 +122,7 @@ class ModelActor:
             owns = False
         else:
             # several small connection pools: one httpcore pool's per-request work grows with
-            # its open connections (see actors._pool)
+            # its open connections (see actors.model._pool)
             transport = ShardedTransport(verify=default_ssl_context())
             http = httpx.AsyncClient(timeout=timeout, transport=transport, verify=default_ssl_context())
             owns = True
