@@ -7,8 +7,7 @@ import json
 
 import trio
 import trio.testing
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from actors import ToolRegistry, open_session, open_tool_actor
 from actors.testing import SessionSpec, StressConfig, session_stress_machine

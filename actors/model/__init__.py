@@ -1,26 +1,40 @@
 """The model actor and its transports.
 
-:class:`ModelActor` owns the connections to a model endpoint and serves streaming requests for
-many sessions at once. Layout: ``_actor`` (the actor and the session-side client), ``_responses``
-and ``_chat`` (the two wire codecs: request bodies and streaming decoders), ``_sse`` (the SSE
-splitter), ``_http_errors`` (HTTP statuses and error bodies to :class:`~kernel.errors.KernelError`),
-``_pool`` (the sharded connection pool).
+:class:`ModelActor` serves streaming requests for many sessions at once over one or more
+:class:`ModelTransport` implementations (primary first; a session falls back to the next when its
+retry budget is spent). Layout: ``_actor`` (the actor and the session-side client), ``transport``
+(the transport protocol and the shared read loop), ``_http_sse`` (HTTP+SSE, the default
+transport), ``_wire`` (which body and decoder a wire uses), ``_responses`` and ``_chat`` (the two
+wire codecs: request bodies and streaming decoders), ``_sse`` (the SSE splitter), ``_http_errors``
+(HTTP statuses and error bodies to :class:`~kernel.errors.KernelError`), ``_pool`` (the sharded
+connection pool).
 """
 
 from ._actor import (
     HttpModelClient as HttpModelClient,
-)
-from ._actor import (
     ModelActor as ModelActor,
-)
-from ._actor import (
     ModelSettings as ModelSettings,
-)
-from ._actor import (
-    default_ssl_context as default_ssl_context,
-)
-from ._actor import (
     open_model_actor as open_model_actor,
 )
+from ._http_sse import HttpSseTransport as HttpSseTransport, default_ssl_context as default_ssl_context
+from .transport import (
+    ModelTransport as ModelTransport,
+    StreamDecoder as StreamDecoder,
+    StreamRequest as StreamRequest,
+    deliver_batch as deliver_batch,
+    pump_stream as pump_stream,
+)
 
-__all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "open_model_actor", "default_ssl_context"]
+__all__ = [
+    "ModelSettings",
+    "ModelActor",
+    "HttpModelClient",
+    "open_model_actor",
+    "HttpSseTransport",
+    "default_ssl_context",
+    "ModelTransport",
+    "StreamDecoder",
+    "StreamRequest",
+    "deliver_batch",
+    "pump_stream",
+]

@@ -1,46 +1,44 @@
-"""The ModelActor: one ``httpx.AsyncClient``, streaming model requests in, batched events out.
+"""The ModelActor: streaming model requests in, batched events out, over pluggable transports.
 
-The actor is one Trio task that owns the HTTP client (connection pool) and reads requests from a
-memory channel. Each request runs in its own task in the actor's nursery (so one actor — one
-client, one pool — can serve many sessions at once) and sends its decoded events back on the
-request's reply channel, **one message per network read**: everything decoded from one read
-travels together, because one channel hop costs about as much as decoding several events.
+The actor is one Trio task that opens its transports (:mod:`actors.model.transport`: HTTP+SSE by
+default, which owns the ``httpx`` client and its connection pool) and reads requests from a memory
+channel. Each request runs in its own task in the actor's nursery (so one actor — one client, one
+pool — can serve many sessions at once) and its decoded events go back on the request's reply
+channel, **one message per network read**: everything decoded from one read travels together,
+because one channel hop costs about as much as decoding several events.
 
 Errors travel the same channel as :class:`~kernel.errors.KernelError` values and are raised by the
-session-side iterator: HTTP statuses and ``response.failed`` codes are mapped as PROTOCOL §3 says;
-connect/read errors, EOF before completion and the idle timeout (no byte for ``idle_timeout``
-seconds) are :class:`~kernel.errors.StreamError`. The API key lives only in the client's default
-headers: it never appears in a repr, an error message, a log line or an event.
+session-side iterator (:class:`HttpModelClient`), which also keeps the session's place in the
+actor's transport list: it starts on the first and switches to the next when the kernel's sampling
+loop has spent the retry budget (``try_switch_fallback_transport``).
 
 Wires: ``"responses"`` (``POST {base_url}/responses``, default) and ``"chat"``
-(``POST {base_url}/chat/completions``, for OpenAI-compatible local servers).
+(``POST {base_url}/chat/completions``, for OpenAI-compatible local servers); see ``_wire``.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import math
-import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import attrs
 import httpx
-import msgspec
 import trio
 
 from kernel.errors import KernelError, StreamError
 from kernel.prompt import Prompt
 from kernel.stream import ModelEvent
 
-from ._http_errors import error_from_http, rate_limits_from_headers, redact
-from ._pool import ShardedTransport
+from ._http_sse import HttpSseTransport
+from ._wire import encode_body, endpoint_path, new_decoder, request_body
+from .transport import ModelTransport, StreamRequest
 
-__all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "open_model_actor", "default_ssl_context"]
+__all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "open_model_actor"]
 
-_MAX_ERROR_BODY = 64 * 1024
-_JSON_ENCODER = msgspec.json.Encoder()
+_NO_STATE = object()
 
 
 @attrs.frozen(kw_only=True)
@@ -77,28 +75,32 @@ class ModelSettings:
     @property
     def endpoint(self) -> str:
         """The full URL requests are posted to."""
-        path = "responses" if self.wire == "responses" else "chat/completions"
-        return self.base_url.rstrip("/") + "/" + path
-
-
-@attrs.define(eq=False)
-class _Request:
-    body: bytes
-    decoder: Any
-    reply: trio.MemorySendChannel[Sequence[ModelEvent] | KernelError]
-    scope: trio.CancelScope
-    completed: bool = False
-    """The response completed: the client leaving the stream no longer cancels the request, so
-    the actor can drain the body's tail (connection reuse) without shielding it."""
+        return self.base_url.rstrip("/") + "/" + endpoint_path(self.wire)
 
 
 class ModelActor:
     """The actor. Start it with :func:`open_model_actor` (or ``await nursery.start(actor.run)``);
-    talk to it through :meth:`client` (a :class:`~kernel.stream.ModelClient`)."""
+    talk to it through :meth:`client` (a :class:`~kernel.stream.ModelClient`).
 
-    def __init__(self, settings: ModelSettings, *, http_client: httpx.AsyncClient | None = None) -> None:
+    ``transports``: the ways of reaching the endpoint, primary first; a session moves to the next
+    once its retry budget is spent on one (see :mod:`actors.model.transport`). Default: one
+    :class:`HttpSseTransport` (built with ``http_client`` when given)."""
+
+    def __init__(
+        self,
+        settings: ModelSettings,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        transports: Sequence[ModelTransport] | None = None,
+    ) -> None:
         self.settings = settings
-        self._given_client = http_client
+        if transports is None:
+            transports = (HttpSseTransport(settings, http_client=http_client),)
+        elif http_client is not None:
+            raise ValueError("ModelActor takes http_client or transports, not both (give the client to the transport)")
+        if not transports:
+            raise ValueError("ModelActor.transports must name at least one transport")
+        self.transports: tuple[ModelTransport, ...] = tuple(transports)
         self._send, self._receive = trio.open_memory_channel[_Request](0)
         self.requests_started = 0
 
@@ -106,177 +108,40 @@ class ModelActor:
         return f"ModelActor(endpoint={self.settings.endpoint!r}, model={self.settings.model!r})"
 
     def client(self) -> HttpModelClient:
-        """A session-side handle implementing :class:`~kernel.stream.ModelClient`."""
+        """A session-side handle implementing :class:`~kernel.stream.ModelClient` (and
+        :class:`~kernel.stream.FallbackTransport`); one per session."""
         return HttpModelClient(self)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve requests until the request channel closes or the task is cancelled."""
-        s = self.settings
-        headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity", "Content-Type": "application/json"}
-        if s.api_key:
-            headers["Authorization"] = f"Bearer {s.api_key}"
-        headers.update(dict(s.extra_headers))
-        timeout = httpx.Timeout(connect=s.connect_timeout, read=None, write=s.connect_timeout, pool=None)
-        if self._given_client is not None:
-            http = self._given_client
-            owns = False
-        else:
-            # several small connection pools: one httpcore pool's per-request work grows with
-            # its open connections (see actors.model._pool)
-            transport = ShardedTransport(verify=default_ssl_context())
-            http = httpx.AsyncClient(timeout=timeout, transport=transport, verify=default_ssl_context())
-            owns = True
-        try:
+        """Open the transports, then serve requests until the request channel closes or the task
+        is cancelled."""
+        async with contextlib.AsyncExitStack() as stack:
+            for transport in self.transports:
+                await stack.enter_async_context(transport.open())
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 async with self._receive:
                     async for request in self._receive:
-                        nursery.start_soon(self._serve, http, headers, request)
-        finally:
-            if owns:
-                with trio.CancelScope(shield=True):
-                    await http.aclose()
+                        nursery.start_soon(self._serve, request)
 
-    async def _serve(self, http: httpx.AsyncClient, headers: dict[str, str], request: _Request) -> None:
+    async def _serve(self, request: _Request) -> None:
         self.requests_started += 1
-        s = self.settings
         async with request.reply:
             with request.scope:
                 try:
-                    await self._stream(http, headers, request)
+                    await request.transport.stream(request)
                 except KernelError as exc:
-                    await _deliver(request, exc)
-                except httpx.HTTPError as exc:
-                    await _deliver(request, StreamError(_describe_transport_error(exc, s)))
+                    try:
+                        await request.reply.send(exc)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass  # the session stopped listening
 
-    async def _stream(self, http: httpx.AsyncClient, headers: dict[str, str], request: _Request) -> None:
-        s = self.settings
-        decoder = request.decoder
-        send = request.reply.send
-        async with http.stream("POST", s.endpoint, content=request.body, headers=headers) as response:
-            if response.status_code >= 400:
-                body = await _read_limited(response)
-                raise error_from_http(response.status_code, response.headers, body)
-            first: list[ModelEvent] = []
-            limits = rate_limits_from_headers(response.headers)
-            if limits is not None:
-                first.append(limits)
-            chunks = response.aiter_raw()
-            next_chunk = chunks.__anext__
-            send_nowait = request.reply.send_nowait
-            idle = s.idle_timeout
-            now = trio.current_time
-            # one cancel scope for the whole stream, its deadline moved before each read (cheaper
-            # than a scope per chunk); a send that must wait for the session runs without it
-            with trio.CancelScope() as idle_scope:
-                while True:
-                    idle_scope.deadline = now() + idle
-                    try:
-                        chunk = await next_chunk()
-                    except StopAsyncIteration:
-                        break
-                    events = decoder.feed(chunk)
-                    if decoder.done and decoder.error is None:
-                        request.completed = True  # before the client can see the completion
-                    if first:
-                        events = first + events
-                        first = []
-                    if events:
-                        try:
-                            send_nowait(events)
-                        except trio.WouldBlock:
-                            idle_scope.deadline = math.inf  # a slow session is not an idle model
-                            await send(events)
-                    if decoder.error is not None:
-                        raise decoder.error
-                    if decoder.done:
-                        idle_scope.deadline = math.inf
-                        await _drain_for_reuse(chunks)
-                        return
-            if idle_scope.cancelled_caught:
-                raise StreamError(f"idle timeout: no bytes from the model for {idle:g}s")
-            tail = decoder.finish()  # chat: a stream with a finish_reason but no [DONE] completes here
-            if tail:
-                await send(list(tail))
-            if decoder.error is not None:
-                raise decoder.error
 
-
-@functools.cache
-def default_ssl_context() -> ssl.SSLContext:
-    """The TLS context every :class:`ModelActor` that builds its own client uses: httpx's
-    default (certifi roots, ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured), built once per
-    process. Loading the CA bundle costs ~50-150 ms of CPU and a few hundred KiB, so building
-    one per actor made every session open pay for it (SSLContext is safe to share)."""
-    return httpx.create_ssl_context()
-
-
-async def _drain_for_reuse(chunks: AsyncIterator[bytes]) -> None:
-    """Read what is left of a completed response (normally just the chunked-encoding trailer) so
-    httpx returns the connection to the pool instead of closing it: without this every request
-    paid a new TCP (and TLS) handshake. Capped at 0.5 s. Not shielded: the client does not cancel a
-    completed request when it leaves the stream (``_Request.completed``), so the drain survives
-    the turn moving on, while closing the session or the actor still stops it at once (a shielded
-    drain held a session's exit, even an abrupt cancel, for up to 0.5 s behind a slow trailer)."""
-    with trio.move_on_after(0.5):
-        try:
-            async for _ in chunks:
-                pass
-        except httpx.HTTPError:
-            pass  # the connection is closed instead; the response was already complete
-
-
-async def _deliver(request: _Request, error: KernelError) -> None:
-    try:
-        await request.reply.send(error)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-
-
-def _new_decoder(wire: str, prompt: Prompt) -> Any:
-    if wire == "chat":
-        from ._chat import ChatStreamDecoder
-
-        return ChatStreamDecoder.for_prompt(prompt)
-    from ._responses import ResponsesStreamDecoder
-
-    return ResponsesStreamDecoder()
-
-
-def _describe_transport_error(exc: httpx.HTTPError, settings: ModelSettings) -> str:
-    kind = type(exc).__name__
-    text = str(exc) or kind
-    if settings.api_key:
-        text = text.replace(settings.api_key, "[redacted]")
-    return redact(f"{kind}: {text}")
-
-
-async def _read_limited(response: httpx.Response) -> bytes:
-    out = bytearray()
-    async for chunk in response.aiter_raw():
-        out += chunk
-        if len(out) > _MAX_ERROR_BODY:
-            break
-    return bytes(out[:_MAX_ERROR_BODY])
-
-
-def _encode_body(settings: ModelSettings, prompt: Prompt) -> bytes:
-    if settings.wire == "chat":
-        from ._chat import chat_request_body
-
-        body = chat_request_body(prompt, model=settings.model)
-    else:
-        from ._responses import responses_request_body
-
-        body = responses_request_body(
-            prompt,
-            model=settings.model,
-            reasoning_effort=settings.reasoning_effort,
-            reasoning_summary=settings.reasoning_summary,
-        )
-    return _JSON_ENCODER.encode(body)  # compact UTF-8 JSON; ~10x faster than json.dumps
+@attrs.define(eq=False)
+class _Request(StreamRequest):
+    transport: ModelTransport = attrs.field(kw_only=True)
 
 
 class HttpModelClient:
@@ -284,11 +149,33 @@ class HttpModelClient:
 
     ``stream(prompt)`` sends one request and yields the batches the actor sends back; errors are
     raised from iteration. Leaving the context (normally, on error or on cancellation) cancels the
-    request in the actor and closes the HTTP response.
+    request in the actor and closes the response. One client per session: it keeps the session's
+    current transport (implements :class:`kernel.stream.FallbackTransport`) and the session's state
+    for each transport.
     """
+
+    __slots__ = ("actor", "_index", "_states")
 
     def __init__(self, actor: ModelActor) -> None:
         self.actor = actor
+        self._index = 0
+        self._states: dict[int, Any] = {}
+
+    @property
+    def transport(self) -> ModelTransport:
+        """The transport this session's requests go over now."""
+        return self.actor.transports[self._index]
+
+    def has_fallback(self) -> bool:
+        """Whether a later transport is left to switch to."""
+        return self._index + 1 < len(self.actor.transports)
+
+    def try_switch_fallback_transport(self) -> bool:
+        """Move this session to the next transport for good; ``False`` when none is left."""
+        if not self.has_fallback():
+            return False
+        self._index += 1
+        return True
 
     def __repr__(self) -> str:
         return f"HttpModelClient({self.actor!r})"
@@ -301,9 +188,20 @@ class HttpModelClient:
     @asynccontextmanager
     async def stream(self, prompt: Prompt) -> AsyncIterator[AsyncIterator[Sequence[ModelEvent]]]:
         """Stream one response for ``prompt`` (see the class docstring). Checkpoints."""
-        body = _encode_body(self.actor.settings, prompt)
+        settings = self.actor.settings
+        transport = self.actor.transports[self._index]
+        state = self._states.get(self._index, _NO_STATE)
+        if state is _NO_STATE:
+            state = self._states[self._index] = transport.session_state()
         send, receive = trio.open_memory_channel[Sequence[ModelEvent] | KernelError](16)
-        request = _Request(body, _new_decoder(self.actor.settings.wire, prompt), send, trio.CancelScope())
+        request = _Request(
+            request_body(settings, prompt),
+            new_decoder(settings.wire, prompt),
+            send,
+            trio.CancelScope(),
+            state,
+            transport=transport,
+        )
         try:
             await self.actor._send.send(request)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -340,13 +238,19 @@ class _batches:
 
 @asynccontextmanager
 async def open_model_actor(
-    settings: ModelSettings, *, http_client: httpx.AsyncClient | None = None
+    settings: ModelSettings,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    transports: Sequence[ModelTransport] | None = None,
 ) -> AsyncIterator[ModelActor]:
     """Run a :class:`ModelActor` for the duration of the block; cancelled on exit."""
-    actor = ModelActor(settings, http_client=http_client)
+    actor = ModelActor(settings, http_client=http_client, transports=transports)
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
         try:
             yield actor
         finally:
             nursery.cancel_scope.cancel()
+
+
+_encode_body = encode_body  # transitional: actors.testing imports it from here until it moves to _wire

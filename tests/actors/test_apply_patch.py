@@ -13,8 +13,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from actors.tools import ToolInvocation, ToolRegistry, open_tool_actor
 from actors.tools.approvals import ApprovalPolicy, ApprovalRequest, Approvals

@@ -40,15 +40,13 @@ from actors.batch import (
 from actors.model import ModelSettings, open_model_actor
 from actors.scripted import (
     Disconnect,
+    FunctionCall as ScriptCall,
     HttpError,
     Reply,
     Script,
     Text,
     Usage,
     open_scripted_server,
-)
-from actors.scripted import (
-    FunctionCall as ScriptCall,
 )
 from actors.tools import ToolRegistry
 from kernel import FatalToolError, Message, ModelClient, ModelEvent, Prompt

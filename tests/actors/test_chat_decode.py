@@ -6,8 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from actors.model._chat import ChatStreamDecoder, chat_error, chat_request_body
 from kernel.errors import (

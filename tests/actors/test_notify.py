@@ -10,8 +10,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from actors.notify import NotificationActor, Notifier, Subscription
 from kernel import TurnHost, run_turn

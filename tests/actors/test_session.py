@@ -16,10 +16,9 @@ from actors.history import resume
 from actors.model import ModelSettings, open_model_actor
 from actors.scripted import (
     CustomToolCall as ScriptCustomCall,
-)
-from actors.scripted import (
     Disconnect,
     Failed,
+    FunctionCall as ScriptCall,
     HttpError,
     Incomplete,
     Malformed,
@@ -30,9 +29,6 @@ from actors.scripted import (
     Usage,
     open_scripted_server,
     rate_limit_headers,
-)
-from actors.scripted import (
-    FunctionCall as ScriptCall,
 )
 from actors.session import Session, open_session
 from actors.tools import ToolRegistry

@@ -13,8 +13,7 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from actors.tools import (
     Tool,

@@ -9,8 +9,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from kernel import (
     ContextWindowExceeded,

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from actors import ModelSettings, open_session
 from actors.history import ABORTED_OUTPUT_TEXT, resume

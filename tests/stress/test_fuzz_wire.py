@@ -13,15 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from actors.history._actor import _item_record, _line
 from actors.model import ModelSettings
-from actors.model._actor import _encode_body
 from actors.model._chat import ChatStreamDecoder
 from actors.model._responses import MAX_ITEM_DEPTH, ResponsesStreamDecoder
 from actors.model._sse import SSEDecoder, SSEOverflow
+from actors.model._wire import encode_body as _encode_body
 from kernel import (
     KernelError,
     OutputItemDone,

@@ -11,8 +11,7 @@ from unittest import mock
 import httpx
 import trio
 import trio.testing
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from actors import ModelSettings, open_session
 from actors.model import default_ssl_context, open_model_actor
@@ -37,7 +36,7 @@ def test_model_actors_share_one_tls_context(n: int, https: bool) -> None:
             async with open_model_actor(ModelSettings(base_url=base, model="m")):
                 pass
 
-    with mock.patch("actors.model._actor.httpx.AsyncClient", spy):
+    with mock.patch("actors.model._http_sse.httpx.AsyncClient", spy):
         trio.run(main)
     assert len(seen) == n
     assert all(isinstance(v, ssl.SSLContext) for v in seen)

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from actors import ModelSettings, ToolRegistry, open_session
 from actors.history import resume
