@@ -127,7 +127,7 @@ class ContextWindowExceeded(KernelError):
     def __init__(self, message: str = "") -> None:
         super().__init__(
             message
-            or "Codex ran out of room in the model's context window. Start a new thread or "
+            or "The conversation no longer fits the model's context window. Start a new session or "
             "clear earlier history before retrying."
         )
 

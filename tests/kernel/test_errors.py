@@ -57,3 +57,16 @@ def test_backoff_bounds(attempt: int, seed: int) -> None:
     base = 0.2 * 2 ** (attempt - 1)
     assert 0.9 * base <= delay <= 1.1 * base
     assert delay == backoff(attempt, random.Random(seed))  # reproducible with an rng
+
+
+def test_default_messages_speak_of_this_project_only() -> None:
+    from kernel import errors
+
+    for name in dir(errors):
+        cls = getattr(errors, name)
+        if isinstance(cls, type) and issubclass(cls, errors.KernelError):
+            try:
+                text = str(cls())
+            except TypeError:
+                continue  # needs arguments: no default text
+            assert "codex" not in text.lower(), f"{name}: {text!r}"
