@@ -32,6 +32,7 @@ from actors.session import Session, TurnHandle, open_session
 from actors.tools.approvals import ApprovalPolicy, Approvals
 from actors.tools.builtin import builtin_tools
 from kernel import KernelError, ModelClient, Prompt, TokenUsage, TurnAborted, TurnCompleted, TurnFailed
+from kernel.stream import FallbackTransport
 
 from ._approver import TerminalApprover
 from ._demo import DEMO_MODEL, DEMO_SCRIPT
@@ -125,6 +126,14 @@ class ScrubbingClient:
         if message != exc.message:
             exc.message = message
             exc.args = (message,)
+
+    def has_fallback(self) -> bool:
+        """The wrapped client's (:class:`kernel.stream.FallbackTransport`); ``False`` without one."""
+        return isinstance(self._inner, FallbackTransport) and self._inner.has_fallback()
+
+    def try_switch_fallback_transport(self) -> bool:
+        """Switch the wrapped client to its fallback transport, when it has one."""
+        return isinstance(self._inner, FallbackTransport) and self._inner.try_switch_fallback_transport()
 
     @asynccontextmanager
     async def stream(self, prompt: Prompt) -> AsyncIterator[Any]:

@@ -1,42 +1,26 @@
-"""The history actor: the ordered conversation log and its append-only JSONL rollout."""
+"""The history actor: the ordered conversation log and its append-only JSONL rollout.
+
+``_actor`` holds the actor and its client, ``_format`` the rollout's records and their encoding,
+``_file`` the writer (flush policy), ``_resume`` reading a rollout back and repairing it.
+"""
 
 from ._actor import (
-    ABORTED_OUTPUT_TEXT as ABORTED_OUTPUT_TEXT,
-)
-from ._actor import (
-    ROLLOUT_VERSION as ROLLOUT_VERSION,
-)
-from ._actor import (
     HistoryActor as HistoryActor,
-)
-from ._actor import (
     HistoryClient as HistoryClient,
-)
-from ._actor import (
     HistoryClosed as HistoryClosed,
-)
-from ._actor import (
-    ResumedSession as ResumedSession,
-)
-from ._actor import (
-    RolloutError as RolloutError,
-)
-from ._actor import (
-    RolloutWarning as RolloutWarning,
-)
-from ._actor import (
-    SessionMeta as SessionMeta,
-)
-from ._actor import (
     open_history as open_history,
 )
-from ._actor import (
+from ._format import (
+    ROLLOUT_VERSION as ROLLOUT_VERSION,
+    RolloutError as RolloutError,
+    RolloutWarning as RolloutWarning,
+    SessionMeta as SessionMeta,
+)
+from ._resume import (
+    ABORTED_OUTPUT_TEXT as ABORTED_OUTPUT_TEXT,
+    ResumedSession as ResumedSession,
     repair as repair,
-)
-from ._actor import (
     resume as resume,
-)
-from ._actor import (
     well_formed as well_formed,
 )
 

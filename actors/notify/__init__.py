@@ -2,14 +2,8 @@
 
 from ._notifier import (
     DEFAULT_MAX_BUFFER as DEFAULT_MAX_BUFFER,
-)
-from ._notifier import (
     NotificationActor as NotificationActor,
-)
-from ._notifier import (
     Notifier as Notifier,
-)
-from ._notifier import (
     Subscription as Subscription,
 )
 

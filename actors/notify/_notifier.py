@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import types
 from collections.abc import Sequence
-from typing import Final, Union
+from typing import Final
 
-import attrs
 import trio
 
-from kernel.events import Event, ReasoningDelta
+from kernel.events import Event
+
+from ._coalesce import _Entry, _Run, coalesce
 
 __all__ = ["Notifier", "NotificationActor", "Subscription", "DEFAULT_MAX_BUFFER"]
 
@@ -40,46 +41,29 @@ _OPEN: Final = 0
 _ENDED: Final = 1  # the notifier closed: deliver what is buffered, then end
 _DETACHED: Final = 2  # the subscriber left: nothing more is delivered
 
-_Key = tuple[type, str, str | None]
+
+class _ClosedOnExit:
+    """Leaving ``async with`` and :meth:`aclose` both just :meth:`close` (no checkpoint)."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def aclose(self) -> None:
+        """Like :meth:`close`. Does not checkpoint."""
+        self.close()
 
 
-class _Run:
-    """Consecutive (or, under pressure, same-segment) deltas of one item and kind, merged.
-
-    Holds the parts instead of a growing string: merging ``n`` deltas one by one into a string
-    would copy O(n²) bytes; the parts are joined once, when the subscriber takes the run.
-    """
-
-    __slots__ = ("first", "key", "brk", "parts")
-
-    def __init__(self, first: Event, key: _Key, brk: bool) -> None:
-        self.first = first
-        self.key = key
-        self.brk = brk
-        self.parts: list[str] = [first.delta]  # type: ignore[union-attr]
-
-    def absorb(self, entry: Event | _Run) -> None:
-        if type(entry) is _Run:
-            self.parts.extend(entry.parts)
-        else:
-            self.parts.append(entry.delta)  # type: ignore[union-attr]
-
-    def build(self) -> Event:
-        return attrs.evolve(self.first, delta="".join(self.parts))  # type: ignore[arg-type]
-
-
-_Entry = Union[Event, _Run]
-
-
-def _key_of(entry: Event) -> tuple[_Key, bool]:
-    """(merge key, starts a new section) of a delta event."""
-    kind = type(entry)
-    if kind is ReasoningDelta:
-        return (kind, entry.item_id, entry.kind), entry.section_break  # type: ignore[union-attr]
-    return (kind, entry.item_id, None), False  # type: ignore[union-attr]
-
-
-class Subscription:
+class Subscription(_ClosedOnExit):
     """One subscriber's view of a :class:`Notifier`: a bounded buffer and a way to wait on it.
 
     Made by :meth:`Notifier.subscribe`. ``async with`` attaches it (without a checkpoint: it sees
@@ -135,14 +119,6 @@ class Subscription:
         self._notifier._attach(self)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        self.close()
-
     def close(self) -> None:
         """Detach: stop receiving, drop what is buffered, wake any task waiting on this
         subscription (it raises :class:`trio.ClosedResourceError`). Idempotent."""
@@ -154,10 +130,6 @@ class Subscription:
         self._local = []
         self._pos = 0
         self._wake()
-
-    async def aclose(self) -> None:
-        """Like :meth:`close`. Does not checkpoint."""
-        self.close()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -262,90 +234,10 @@ class Subscription:
     # -- coalescing ------------------------------------------------------------------------
 
     def _compact(self) -> None:
-        """Called by publish when the buffer passed its threshold. Amortised O(1) per event:
-        the next threshold is at least twice what remains, so each entry is rescanned O(1)
-        times before the subscriber takes it."""
-        buf = self._buf
-        merged = 0
-        # Pass 1: merge adjacent deltas of the same item and kind. Order is exactly preserved.
-        # A section break never merges into what precedes it (it would lose the break); the
-        # deltas after it merge into it.
-        # (Inlined: under a stalled subscriber this loop runs about once per published delta.)
-        out: list[_Entry] = []
-        append = out.append
-        prev: _Key | None = None  # key of out[-1] if it is a delta or a run
-        prev_brk = False
-        run: _Run | None = None  # out[-1] if it is a run
-        for e in buf:
-            kind = type(e)
-            if kind is _Run:
-                key, brk = e.key, e.brk  # type: ignore[union-attr]
-                if key == prev and not brk:
-                    if run is None:
-                        run = out[-1] = _Run(out[-1], key, prev_brk)  # type: ignore[arg-type]
-                    run.parts.extend(e.parts)  # type: ignore[union-attr]
-                    merged += 1
-                else:
-                    append(e)
-                    prev, prev_brk, run = key, brk, e  # type: ignore[assignment]
-                continue
-            if kind.lifecycle:  # type: ignore[union-attr]
-                append(e)
-                prev = run = None
-                continue
-            if kind is ReasoningDelta:
-                key = (kind, e.item_id, e.kind)  # type: ignore[union-attr]
-                brk = e.section_break  # type: ignore[union-attr]
-            else:
-                key = (kind, e.item_id, None)  # type: ignore[union-attr]
-                brk = False
-            if key == prev and not brk:
-                if run is None:
-                    run = out[-1] = _Run(out[-1], key, prev_brk)  # type: ignore[arg-type]
-                run.parts.append(e.delta)  # type: ignore[union-attr]
-                merged += 1
-            else:
-                append(e)
-                prev, prev_brk, run = key, brk, None
-        # Pass 2 (rare: deltas of several items interleaved with no lifecycle event between):
-        # oldest first, merge each delta into the earlier entry of its item and kind in the same
-        # segment (between two lifecycle events), until the buffer is down to half its bound.
-        # Each item's text stays in order and never crosses a lifecycle event; only the
-        # interleaving of different items' deltas within a segment is lost.
-        target = self.max_buffer // 2
-        if len(out) > target:
-            excess = len(out) - target
-            out2: list[_Entry] = []
-            open_: dict[_Key, int] = {}
-            i = 0
-            n = len(out)
-            while i < n and excess > 0:
-                e = out[i]
-                i += 1
-                kind = type(e)
-                if kind is _Run:
-                    key, brk = e.key, e.brk  # type: ignore[union-attr]
-                elif kind.lifecycle:  # type: ignore[union-attr]
-                    out2.append(e)
-                    open_.clear()
-                    continue
-                else:
-                    key, brk = _key_of(e)  # type: ignore[arg-type]
-                if not brk:
-                    j = open_.get(key)
-                    if j is not None:
-                        into = out2[j]
-                        if type(into) is not _Run:
-                            into = out2[j] = _Run(into, key, _key_of(into)[1])  # type: ignore[arg-type]
-                        into.absorb(e)
-                        merged += 1
-                        excess -= 1
-                        continue
-                open_[key] = len(out2)
-                out2.append(e)
-            if i < n:
-                out2.extend(out[i:])
-            out = out2
+        """Called by publish when the buffer passed its threshold (see ``_coalesce``). Amortised
+        O(1) per event: the next threshold is at least twice what remains, so each entry is
+        rescanned O(1) times before the subscriber takes it."""
+        out, merged = coalesce(self._buf, self.max_buffer)
         self._buf = out
         if merged:
             self._runs = True
@@ -373,7 +265,7 @@ class _Batches:
             raise StopAsyncIteration from None
 
 
-class Notifier:
+class Notifier(_ClosedOnExit):
     """Fan-out of kernel events to subscribers; the session's :class:`~kernel.events.EventSink`.
 
     **Policy for slow subscribers.**
@@ -431,14 +323,6 @@ class Notifier:
 
     async def __aenter__(self) -> Notifier:
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def closed(self) -> bool:
@@ -498,10 +382,6 @@ class Notifier:
             if sub._state == _OPEN:
                 sub._state = _ENDED
             sub._wake()
-
-    async def aclose(self) -> None:
-        """Like :meth:`close`. Does not checkpoint."""
-        self.close()
 
     def _attach(self, sub: Subscription) -> None:
         if self._closed:

@@ -10,7 +10,7 @@ Usage::
 
     script = Script([
         Reply(items=[Text("Hello world", chunk_size=5)]),
-        Reply(items=[FunctionCall("call_1", "shell", '{"cmd":"ls"}', chunk_size=8)]),
+        Reply(items=[FunctionCall("call_1", "shell", '{"command":["ls"]}', chunk_size=8)]),
         Reply(faults=[HttpError.rate_limited(retry_after=1.5)]),
     ])
     async with open_scripted_server(script) as server:
@@ -51,7 +51,7 @@ Items (``type``; a bare string is a text item; ``chunk_size`` is in characters, 
     {"type": "reasoning", "summary": ["section", ...], "content": "raw reasoning",
      "encrypted_content": "...", "chunk_size": 4, "id": "rs_1"}
     {"type": "function_call", "call_id": "call_1", "name": "shell",
-     "arguments": "{\\"cmd\\":\\"ls\\"}" or {"cmd": "ls"}, "chunk_size": 8, "id": "fc_1",
+     "arguments": "{\\"command\\":[\\"ls\\"]}" or {"command": ["ls"]}, "chunk_size": 8, "id": "fc_1",
      "namespace": "..."}
     {"type": "custom_tool_call", "call_id": "call_2", "name": "apply_patch", "input": "...",
      "chunk_size": 8, "id": "ctc_1"}
@@ -87,71 +87,29 @@ as function calls), reasoning as ``delta.reasoning_content``, ``finish_reason`` 
 
 from ._script import (
     CustomToolCall as CustomToolCall,
-)
-from ._script import (
     Disconnect as Disconnect,
-)
-from ._script import (
     ErrorEvent as ErrorEvent,
-)
-from ._script import (
     Failed as Failed,
-)
-from ._script import (
     Fault as Fault,
-)
-from ._script import (
     FunctionCall as FunctionCall,
-)
-from ._script import (
     HttpError as HttpError,
-)
-from ._script import (
     Incomplete as Incomplete,
-)
-from ._script import (
     Item as Item,
-)
-from ._script import (
     Malformed as Malformed,
-)
-from ._script import (
     RawItem as RawItem,
-)
-from ._script import (
     Reasoning as Reasoning,
-)
-from ._script import (
     Reply as Reply,
-)
-from ._script import (
     Script as Script,
-)
-from ._script import (
     ScriptError as ScriptError,
-)
-from ._script import (
     Stall as Stall,
-)
-from ._script import (
     Text as Text,
-)
-from ._script import (
     Usage as Usage,
-)
-from ._script import (
     rate_limit_headers as rate_limit_headers,
 )
 from ._server import (
     REDACTED as REDACTED,
-)
-from ._server import (
     RecordedRequest as RecordedRequest,
-)
-from ._server import (
     ScriptedServer as ScriptedServer,
-)
-from ._server import (
     open_scripted_server as open_scripted_server,
 )
 

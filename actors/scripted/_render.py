@@ -164,109 +164,20 @@ def render_responses(reply: Reply, *, tag: str, model: str) -> Rendered:
 
 
 def _render_item(out: _Responses, item: Any, index: int, tag: str) -> dict[str, Any]:
-    """Emit one item's events; return its complete (done) form."""
+    """Emit one item's events, from ``response.output_item.added`` to ``response.output_item.done``;
+    return its complete (done) form."""
     if isinstance(item, Text):
-        item_id = item.id or f"msg_{tag}_{index}"
-        added: dict[str, Any] = {
-            "id": item_id,
-            "type": "message",
-            "status": "in_progress",
-            "role": "assistant",
-            "content": [],
-        }
-        if item.phase is not None:
-            added["phase"] = item.phase
-        out.emit("response.output_item.added", {"output_index": index, "item": added})
-        where = {"item_id": item_id, "output_index": index, "content_index": 0}
-        out.emit(
-            "response.content_part.added",
-            {
-                **where,
-                "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""},
-            },
-        )
-        out.emit_deltas(
-            "response.output_text.delta",
-            where,
-            _chunks(item.text, item.chunk_size),
-            {"logprobs": []},
-        )
-        out.emit("response.output_text.done", {**where, "text": item.text, "logprobs": []})
-        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": item.text}
-        out.emit("response.content_part.done", {**where, "part": part})
-        done = {**added, "status": "completed", "content": [part]}
+        done = _render_text(out, item, index, item.id or f"msg_{tag}_{index}")
     elif isinstance(item, Reasoning):
-        item_id = item.id or f"rs_{tag}_{index}"
-        added = {"id": item_id, "type": "reasoning", "summary": []}
-        if item.encrypted_content is not None:
-            added["encrypted_content"] = item.encrypted_content
-        out.emit("response.output_item.added", {"output_index": index, "item": added})
-        for s, section in enumerate(item.summary):
-            where = {"item_id": item_id, "output_index": index, "summary_index": s}
-            out.emit(
-                "response.reasoning_summary_part.added",
-                {**where, "part": {"type": "summary_text", "text": ""}},
-            )
-            out.emit_deltas("response.reasoning_summary_text.delta", where, _chunks(section, item.chunk_size))
-            out.emit("response.reasoning_summary_text.done", {**where, "text": section})
-            out.emit(
-                "response.reasoning_summary_part.done",
-                {**where, "part": {"type": "summary_text", "text": section}},
-            )
-        if item.content is not None:
-            where = {"item_id": item_id, "output_index": index, "content_index": 0}
-            out.emit(
-                "response.content_part.added",
-                {**where, "part": {"type": "reasoning_text", "text": ""}},
-            )
-            out.emit_deltas("response.reasoning_text.delta", where, _chunks(item.content, item.chunk_size))
-            out.emit("response.reasoning_text.done", {**where, "text": item.content})
-            out.emit(
-                "response.content_part.done",
-                {**where, "part": {"type": "reasoning_text", "text": item.content}},
-            )
-        done = {
-            **added,
-            "summary": [{"type": "summary_text", "text": s} for s in item.summary],
-        }
-        if item.content is not None:
-            done["content"] = [{"type": "reasoning_text", "text": item.content}]
+        done = _render_reasoning(out, item, index, item.id or f"rs_{tag}_{index}")
     elif isinstance(item, FunctionCall):
-        item_id = item.id or f"fc_{tag}_{index}"
-        added = {
-            "id": item_id,
-            "type": "function_call",
-            "status": "in_progress",
-            "call_id": item.call_id,
-            "name": item.name,
-            "arguments": "",
-        }
+        added = _call_added(item.id or f"fc_{tag}_{index}", "function_call", item.call_id, item.name, "arguments")
         if item.namespace is not None:
             added["namespace"] = item.namespace
-        out.emit("response.output_item.added", {"output_index": index, "item": added})
-        where = {"item_id": item_id, "output_index": index}
-        out.emit_deltas(
-            "response.function_call_arguments.delta",
-            where,
-            _chunks(item.arguments, item.chunk_size),
-        )
-        out.emit("response.function_call_arguments.done", {**where, "arguments": item.arguments})
-        done = {**added, "status": "completed", "arguments": item.arguments}
+        done = _render_call(out, index, added, "arguments", item.arguments, item.chunk_size)
     elif isinstance(item, CustomToolCall):
-        item_id = item.id or f"ctc_{tag}_{index}"
-        added = {
-            "id": item_id,
-            "type": "custom_tool_call",
-            "status": "in_progress",
-            "call_id": item.call_id,
-            "name": item.name,
-            "input": "",
-        }
-        out.emit("response.output_item.added", {"output_index": index, "item": added})
-        where = {"item_id": item_id, "output_index": index}
-        out.emit_deltas("response.custom_tool_call_input.delta", where, _chunks(item.input, item.chunk_size))
-        out.emit("response.custom_tool_call_input.done", {**where, "input": item.input})
-        done = {**added, "status": "completed", "input": item.input}
+        added = _call_added(item.id or f"ctc_{tag}_{index}", "custom_tool_call", item.call_id, item.name, "input")
+        done = _render_call(out, index, added, "input", item.input, item.chunk_size)
     elif isinstance(item, RawItem):
         done = dict(item.item)
         out.emit("response.output_item.added", {"output_index": index, "item": done})
@@ -274,6 +185,87 @@ def _render_item(out: _Responses, item: Any, index: int, tag: str) -> dict[str, 
         raise TypeError(f"not a scripted item: {item!r}")
     out.emit("response.output_item.done", {"output_index": index, "item": done})
     return done
+
+
+def _render_text(out: _Responses, item: Text, index: int, item_id: str) -> dict[str, Any]:
+    added: dict[str, Any] = {
+        "id": item_id,
+        "type": "message",
+        "status": "in_progress",
+        "role": "assistant",
+        "content": [],
+    }
+    if item.phase is not None:
+        added["phase"] = item.phase
+    out.emit("response.output_item.added", {"output_index": index, "item": added})
+    where = {"item_id": item_id, "output_index": index, "content_index": 0}
+    part = _render_part(
+        out,
+        where,
+        ("response.content_part", "response.output_text"),
+        {"type": "output_text", "annotations": [], "logprobs": []},
+        item.text,
+        item.chunk_size,
+        {"logprobs": []},
+    )
+    return {**added, "status": "completed", "content": [part]}
+
+
+def _render_reasoning(out: _Responses, item: Reasoning, index: int, item_id: str) -> dict[str, Any]:
+    added: dict[str, Any] = {"id": item_id, "type": "reasoning", "summary": []}
+    if item.encrypted_content is not None:
+        added["encrypted_content"] = item.encrypted_content
+    out.emit("response.output_item.added", {"output_index": index, "item": added})
+    summary: list[dict[str, Any]] = []
+    for s, section in enumerate(item.summary):
+        where = {"item_id": item_id, "output_index": index, "summary_index": s}
+        events = ("response.reasoning_summary_part", "response.reasoning_summary_text")
+        summary.append(_render_part(out, where, events, {"type": "summary_text"}, section, item.chunk_size))
+    done = {**added, "summary": summary}
+    if item.content is not None:
+        where = {"item_id": item_id, "output_index": index, "content_index": 0}
+        events = ("response.content_part", "response.reasoning_text")
+        done["content"] = [_render_part(out, where, events, {"type": "reasoning_text"}, item.content, item.chunk_size)]
+    return done
+
+
+def _render_part(
+    out: _Responses,
+    where: dict[str, Any],
+    events: tuple[str, str],
+    part: dict[str, Any],
+    text: str,
+    chunk_size: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Stream one content or summary part: ``<part event>.added``, the ``<text event>.delta``
+    events, ``<text event>.done``, ``<part event>.done`` (``extra`` fields on the text events).
+    Returns the done part (``part`` with its ``text``)."""
+    part_event, text_event = events
+    out.emit(part_event + ".added", {**where, "part": {**part, "text": ""}})
+    out.emit_deltas(text_event + ".delta", where, _chunks(text, chunk_size), extra)
+    out.emit(text_event + ".done", {**where, "text": text, **(extra or {})})
+    done = {**part, "text": text}
+    out.emit(part_event + ".done", {**where, "part": done})
+    return done
+
+
+def _call_added(item_id: str, type_: str, call_id: str, name: str, field: str) -> dict[str, Any]:
+    """The in-progress form of a tool call item whose ``field`` streams (empty so far)."""
+    return {"id": item_id, "type": type_, "status": "in_progress", "call_id": call_id, "name": name, field: ""}
+
+
+def _render_call(
+    out: _Responses, index: int, added: dict[str, Any], field: str, value: str, chunk_size: int
+) -> dict[str, Any]:
+    """Stream the tool call ``added`` (its in-progress form): ``field`` (``arguments`` /
+    ``input``) as ``response.<type>_<field>.delta`` events, then ``.done``. Returns the done item."""
+    events = f"response.{added['type']}_{field}"
+    out.emit("response.output_item.added", {"output_index": index, "item": added})
+    where = {"item_id": added["id"], "output_index": index}
+    out.emit_deltas(events + ".delta", where, _chunks(value, chunk_size))
+    out.emit(events + ".done", {**where, field: value})
+    return {**added, "status": "completed", field: value}
 
 
 def render_chat(reply: Reply, *, tag: str, model: str, include_usage: bool) -> Rendered:

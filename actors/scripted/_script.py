@@ -2,7 +2,8 @@
 
 Values only (frozen attrs classes); rendering lives in ``_render`` and I/O in ``_server``. The JSON
 form is documented in the package docstring (``actors/scripted/__init__.py``) and loaded by
-:meth:`Script.from_json`.
+:meth:`Script.from_json`. Every public name here is public API: the package re-exports each one
+and lists them in its ``__all__`` (so this module keeps no list of its own).
 """
 
 from __future__ import annotations
@@ -13,28 +14,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
 import attrs
-
-__all__ = [
-    "Text",
-    "Reasoning",
-    "FunctionCall",
-    "CustomToolCall",
-    "RawItem",
-    "Item",
-    "HttpError",
-    "Failed",
-    "Incomplete",
-    "ErrorEvent",
-    "Disconnect",
-    "Malformed",
-    "Stall",
-    "Fault",
-    "Usage",
-    "Reply",
-    "Script",
-    "ScriptError",
-    "rate_limit_headers",
-]
 
 
 class ScriptError(ValueError):

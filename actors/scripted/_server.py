@@ -165,73 +165,17 @@ class ScriptedServer:
 
     async def _respond(self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, raw: bytes) -> bool:
         """Answer one request; returns whether the connection may be reused."""
-        method = request.method.decode("ascii", "replace")
-        target = request.target.decode("ascii", "replace")
-        path = target.partition("?")[0]
-        headers: dict[str, str] = {}
-        for name_b, value_b in request.headers:
-            name = name_b.decode("latin-1").lower()
-            value = _redact(name, value_b.decode("latin-1"))
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        try:
-            body: Any = msgspec.json.decode(raw) if raw else None
-            bad_json = False
-        except msgspec.DecodeError:
-            body, bad_json = None, True
-
-        endpoint: Endpoint | None
-        if path in ("/v1/responses", "/responses"):
-            endpoint = "responses"
-        elif path in ("/v1/chat/completions", "/chat/completions"):
-            endpoint = "chat"
-        else:
-            endpoint = None
-
-        def record(reply_index: int | None) -> None:
-            if not self.record_requests:
-                return
-            self.requests.append(
-                RecordedRequest(
-                    method=method,
-                    path=path,
-                    headers=headers,
-                    body=body,
-                    endpoint=endpoint,
-                    reply_index=reply_index,
-                )
-            )
-
-        problem: HttpError | None = None
-        if endpoint is None:
-            problem = HttpError(
-                status=404,
-                message=f"no route for {method} {path}: the scripted server serves POST "
-                "/v1/responses and POST /v1/chat/completions",
-                type="invalid_request_error",
-            )
-        elif method != "POST":
-            problem = HttpError(status=405, message=f"{path} takes POST, got {method}", type="invalid_request_error")
-        elif bad_json or not isinstance(body, dict):
-            problem = HttpError(
-                status=400,
-                message="the request body must be a JSON object",
-                type="invalid_request_error",
-            )
-        elif body.get("stream") is not True:
-            problem = HttpError(
-                status=400,
-                message='the scripted server only streams: send "stream": true',
-                type="invalid_request_error",
-                code="unsupported_value",
-            )
+        incoming = _Incoming.parse(request, raw)
+        problem = incoming.refusal()
         if problem is not None:
-            record(None)
+            self._record(incoming, None)
             await _send_error(stream, conn, problem, {})
             return True
 
+        endpoint, body = incoming.endpoint, incoming.body
         assert endpoint is not None and isinstance(body, dict)
         index, reply = self._next_reply()
-        record(index if index >= 0 else None)
+        self._record(incoming, index if index >= 0 else None)
 
         http_error = reply.http_error
         if http_error is not None:
@@ -243,7 +187,26 @@ class ScriptedServer:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
         rendered = self._rendered(index, reply, endpoint, include_usage)
+        return await self._stream(stream, conn, reply, rendered, named_events=endpoint == "responses")
 
+    def _record(self, incoming: _Incoming, reply_index: int | None) -> None:
+        if self.record_requests:
+            self.requests.append(
+                RecordedRequest(
+                    method=incoming.method,
+                    path=incoming.path,
+                    headers=incoming.headers,
+                    body=incoming.body,
+                    endpoint=incoming.endpoint,
+                    reply_index=reply_index,
+                )
+            )
+
+    async def _stream(
+        self, stream: trio.SocketStream, conn: h11.Connection, reply: Reply, rendered: Rendered, named_events: bool
+    ) -> bool:
+        """Send the 200 head and the rendered SSE body; returns whether the connection may be
+        reused."""
         response_headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
@@ -269,7 +232,73 @@ class ScriptedServer:
                 out = b""
             return True
         await stream.send_all(head)
-        return await _write_with_faults(stream, conn, rendered, reply, per_write, endpoint == "responses")
+        return await _write_with_faults(stream, conn, rendered, reply, per_write, named_events)
+
+
+@attrs.frozen
+class _Incoming:
+    """One request as received: its method, path (no query), headers (lower-case names, secrets
+    redacted), parsed JSON body and the endpoint its path names."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    bad_json: bool
+    endpoint: Endpoint | None
+
+    @classmethod
+    def parse(cls, request: h11.Request, raw: bytes) -> _Incoming:
+        method = request.method.decode("ascii", "replace")
+        target = request.target.decode("ascii", "replace")
+        path = target.partition("?")[0]
+        headers: dict[str, str] = {}
+        for name_b, value_b in request.headers:
+            name = name_b.decode("latin-1").lower()
+            value = _redact(name, value_b.decode("latin-1"))
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        try:
+            body: Any = msgspec.json.decode(raw) if raw else None
+            bad_json = False
+        except msgspec.DecodeError:
+            body, bad_json = None, True
+        endpoint: Endpoint | None
+        if path in ("/v1/responses", "/responses"):
+            endpoint = "responses"
+        elif path in ("/v1/chat/completions", "/chat/completions"):
+            endpoint = "chat"
+        else:
+            endpoint = None
+        return cls(method, path, headers, body, bad_json, endpoint)
+
+    def refusal(self) -> HttpError | None:
+        """The error answer for a request the server does not serve (unknown path, not a POST,
+        not a JSON object, not streaming), else ``None``."""
+        if self.endpoint is None:
+            return HttpError(
+                status=404,
+                message=f"no route for {self.method} {self.path}: the scripted server serves POST "
+                "/v1/responses and POST /v1/chat/completions",
+                type="invalid_request_error",
+            )
+        if self.method != "POST":
+            return HttpError(
+                status=405, message=f"{self.path} takes POST, got {self.method}", type="invalid_request_error"
+            )
+        if self.bad_json or not isinstance(self.body, dict):
+            return HttpError(
+                status=400,
+                message="the request body must be a JSON object",
+                type="invalid_request_error",
+            )
+        if self.body.get("stream") is not True:
+            return HttpError(
+                status=400,
+                message='the scripted server only streams: send "stream": true',
+                type="invalid_request_error",
+                code="unsupported_value",
+            )
+        return None
 
 
 async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:

@@ -17,7 +17,7 @@ import trio
 import trio.testing
 from hypothesis import given, settings, strategies as st
 
-import actors.history._actor as history_module
+import actors.history._file as history_module
 from actors.history import (
     ABORTED_OUTPUT_TEXT,
     HistoryActor,

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from actors import ModelSettings, ToolRegistry, open_session
-from actors.history._actor import _json_default, _logged
+from actors.history._format import _json_default, _logged
 from actors.scripted import FunctionCall, Reply, Script, Text, open_scripted_server
 from kernel import Event, ResponseItem, event_to_dict, item_to_wire
 

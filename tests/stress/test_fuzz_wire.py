@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from actors.history._actor import _item_record, _line
+from actors.history._format import _item_record, _line
 from actors.model import ModelSettings
 from actors.model._chat import ChatStreamDecoder
 from actors.model._responses import MAX_ITEM_DEPTH, ResponsesStreamDecoder
