@@ -42,7 +42,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -303,55 +303,22 @@ def _truncate(capture: _OutputCapture, total_lines: int, max_lines: int) -> str:
     half_bytes = max(1, capture.limit // 2)
     head_lines_max = max_lines // 2
     tail_lines_max = max_lines - head_lines_max
-
-    # head: whole lines from the start, within the budgets; a first line too long is cut
-    head_parts: list[bytes] = []
-    head_bytes = 0
-    cut = False
-    buf = bytes(capture.head)
-    pos = 0
-    while len(head_parts) < head_lines_max and pos < len(buf):
-        nl = buf.find(b"\n", pos)
-        complete = nl >= 0 or len(buf) == capture.total
-        end = nl + 1 if nl >= 0 else len(buf)
-        line = buf[pos:end]
-        if complete and head_bytes + len(line) <= half_bytes:
-            head_parts.append(line)
-            head_bytes += len(line)
-            pos = end
-            continue
-        if not head_parts:  # one long first line: keep its start
-            piece = line[:half_bytes]
-            head_parts.append(piece)
-            head_bytes += len(piece)
-            cut = True
-        break
+    # head: whole lines from the start; tail: whole lines from the end, never reaching into the
+    # head's lines. Within the budgets; a first (last) line too long is cut.
+    head = bytes(capture.head)
+    head_parts, head_bytes, head_cut = _keep_lines(
+        _lines_forward(head, len(head) == capture.total), head_lines_max, half_bytes, from_end=False
+    )
     head_count = len(head_parts)
-
-    # tail: whole lines from the end, within the budgets, never reaching into the head's lines
-    tail_parts: list[bytes] = []
-    tail_bytes = 0
-    tbuf = bytes(capture.tail)
-    at_start = len(tbuf) == capture.total  # the tail buffer holds the whole stream
-    end = len(tbuf)
-    while len(tail_parts) < tail_lines_max and head_count + len(tail_parts) < total_lines and end > 0:
-        search_end = end - 1 if tbuf[end - 1 : end] == b"\n" else end
-        nl = tbuf.rfind(b"\n", 0, search_end)
-        start = nl + 1
-        complete = nl >= 0 or at_start
-        line = tbuf[start:end]
-        if complete and tail_bytes + len(line) <= half_bytes:
-            tail_parts.append(line)
-            tail_bytes += len(line)
-            end = start
-            continue
-        if not tail_parts:  # one long last line: keep its end
-            piece = line[-half_bytes:]
-            tail_parts.append(piece)
-            tail_bytes += len(piece)
-            cut = True
-        break
+    tail = bytes(capture.tail)
+    tail_parts, tail_bytes, tail_cut = _keep_lines(
+        _lines_backward(tail, len(tail) == capture.total),
+        min(tail_lines_max, total_lines - head_count),
+        half_bytes,
+        from_end=True,
+    )
     tail_parts.reverse()
+    cut = head_cut or tail_cut
 
     omitted_lines = total_lines - head_count - len(tail_parts)
     omitted_bytes = capture.total - head_bytes - tail_bytes
@@ -366,3 +333,49 @@ def _truncate(capture: _OutputCapture, total_lines: int, max_lines: int) -> str:
     else:
         marker = f"[... {omitted_lines} lines omitted ...]"
     return f"Total output lines: {total_lines}\n\n{head_text}{marker}\n{tail_text}"
+
+
+def _keep_lines(
+    lines: Iterator[tuple[bytes, bool]], max_count: int, budget: int, *, from_end: bool
+) -> tuple[list[bytes], int, bool]:
+    """``(kept, bytes kept, cut)``: the complete ``lines`` (``(line, complete)`` pairs, nearest the
+    edge first) while at most ``max_count`` of them fit in ``budget`` bytes; when not even the first
+    fits, the part of it next to the edge (its end when ``from_end``, else its start), and ``cut``."""
+    kept: list[bytes] = []
+    used = 0
+    if max_count <= 0:
+        return kept, used, False
+    for line, complete in lines:
+        if complete and used + len(line) <= budget:
+            kept.append(line)
+            used += len(line)
+            if len(kept) == max_count:
+                break
+            continue
+        if not kept:  # one long first line: keep the part next to the edge
+            piece = line[-budget:] if from_end else line[:budget]
+            return [piece], len(piece), True
+        break
+    return kept, used, False
+
+
+def _lines_forward(buf: bytes, whole: bool) -> Iterator[tuple[bytes, bool]]:
+    """``buf``'s lines (each with its newline), first to last; the last, without a newline, is
+    complete only if ``whole`` (``buf`` holds the whole stream)."""
+    pos = 0
+    while pos < len(buf):
+        nl = buf.find(b"\n", pos)
+        end = nl + 1 if nl >= 0 else len(buf)
+        yield buf[pos:end], nl >= 0 or whole
+        pos = end
+
+
+def _lines_backward(buf: bytes, whole: bool) -> Iterator[tuple[bytes, bool]]:
+    """``buf``'s lines (each with its newline), last to first; the first is complete only if
+    ``whole`` (``buf`` holds the whole stream, so it starts at a line start)."""
+    end = len(buf)
+    while end > 0:
+        search_end = end - 1 if buf[end - 1 : end] == b"\n" else end
+        start = buf.rfind(b"\n", 0, search_end) + 1
+        yield buf[start:end], start > 0 or whole
+        end = start
