@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     render(doc, out)
     for t in doc["targets"]:
         value = "—" if t["value"] is None else f"{t['value']:.3g} {t['unit']}"
-        log(f"  {t['verdict']:>32}: {t['target']} = {value}")
+        why = f" ({t['not_measured']})" if t.get("not_measured") else ""
+        log(f"  {t['verdict']:>32}: {t['target']} = {value}{why}")
     log(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.png'} in {doc['seconds']} s")
     return 0
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import queue
 import statistics
 import subprocess
@@ -33,10 +32,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ._environment import PACKAGES as PACKAGES, REPO, environment
+from ._targets import targets
 from .systems import SYSTEMS, System, installed
 from .systems._common import PREFIX, TOOL_COUNT, tool_names
 
@@ -57,23 +57,7 @@ __all__ = [
     "tool_turn_script",
 ]
 
-REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("streaming", "tool_turn", "concurrency", "idle")
-PACKAGES = (
-    "trio-agent-kernel",
-    "trio",
-    "attrs",
-    "httpx",
-    "httpcore",
-    "h11",
-    "msgspec",
-    "openai",
-    "openai-agents",
-    "pydantic-ai-slim",
-    "pydantic",
-    "httpx2",
-    "matplotlib",
-)
 
 Log = Callable[[str], None]
 
@@ -684,136 +668,6 @@ _RUNNERS: dict[str, Callable[[Config, Log, Pool], dict[str, Any]]] = {
     "concurrency": scenario_concurrency,
     "idle": scenario_idle,
 }
-
-
-# ---- targets -----------------------------------------------------------------------------------
-
-
-def _verdict(value: float | None, target: float, worst: float | None, higher_is_better: bool) -> str:
-    if value is None:
-        return "n/a (not measured)"
-    good = value >= target if higher_is_better else value <= target
-    if good:
-        return "met"
-    if worst is not None and (value >= worst if higher_is_better else value <= worst):
-        return "missed (within the worst case)"
-    return "missed"
-
-
-def targets(scenarios: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
-    """The issue's targets, each with the measured value and a verdict."""
-    out: list[dict[str, Any]] = []
-
-    def add(
-        name: str, value: float | None, target: float, worst: float | None, higher: bool, unit: str, why: str = ""
-    ) -> None:
-        out.append(
-            {
-                "target": name,
-                "value": value,
-                "goal": target,
-                "worst": worst,
-                "higher_is_better": higher,
-                "unit": unit,
-                "verdict": _verdict(value, target, worst, higher),
-                "note": why,
-            }
-        )
-
-    st = scenarios.get("streaming")
-    if st:
-        r = st["ratios"]
-        add("streaming: kernel CPU/event ÷ floor", r["kernel_to_floor"], 1.5, 2.0, False, "×")
-        add("streaming: openai SDK CPU/event ÷ kernel", r["openai_sdk_to_kernel"], 10, None, True, "×")
-        add("streaming: Agents SDK CPU/event ÷ kernel", r["agents_sdk_to_kernel"], 10, None, True, "×")
-    tt = scenarios.get("tool_turn")
-    if tt:
-        r = tt["ratios"]
-        add("tool turn: Agents SDK CPU/turn ÷ kernel", r.get("agents_sdk_to_kernel"), 10, None, True, "×")
-        add("tool turn: pydantic-ai CPU/turn ÷ kernel", r.get("pydantic_ai_to_kernel"), 10, None, True, "×")
-    cc = scenarios.get("concurrency")
-    if cc:
-        top = max(cc["params"]["levels"])
-        value = cc["ratios"].get(f"kernel_{top}_to_10")
-        note = "" if top >= 1000 else f"--quick: {top} sessions stand in for 1,000"
-        add(f"concurrency: kernel events/s at {top} ÷ at 10 sessions", value, 0.8, None, True, "×", note)
-    idle = scenarios.get("idle")
-    if idle:
-        k = idle["results"].get("kernel", {}).get("rss_per_session_kib")
-        note = "" if idle["params"]["sessions"] >= 10_000 else f"--quick: {idle['params']['sessions']} sessions"
-        add(
-            f"idle: kernel RSS per open session at {idle['params']['sessions']}",
-            k["median"] if k else None,
-            20,
-            50,
-            False,
-            "KiB",
-            note,
-        )
-    return out
-
-
-# ---- the environment ---------------------------------------------------------------------------
-
-
-def environment() -> dict[str, Any]:
-    """Machine, OS, Python, package versions and the repository's commit."""
-    cpu_model = platform.processor() or platform.machine()
-    ram = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    ram = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    if ram is None:
-        try:
-            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            ram = None
-    packages: dict[str, str | None] = {}
-    for d in PACKAGES:
-        try:
-            packages[d] = metadata.version(d)
-        except metadata.PackageNotFoundError:
-            packages[d] = None
-    git: dict[str, Any] = {}
-    try:
-        git["commit"] = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-            or None
-        )
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--", "kernel", "actors"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-        git["kernel_or_actors_modified"] = bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {
-        "machine": {
-            "cpu_model": cpu_model,
-            "logical_cpus": os.cpu_count(),
-            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "ram_gib": round(ram / 2**30, 1) if ram else None,
-        },
-        "os": platform.platform(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "packages": packages,
-        "git": git,
-    }
 
 
 # ---- the whole run -----------------------------------------------------------------------------

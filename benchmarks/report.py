@@ -12,6 +12,7 @@ import math
 import struct
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +54,41 @@ def _median(s: dict[str, Any] | None) -> float | None:
     return s["median"] if s else None
 
 
-def write_markdown(doc: dict[str, Any], path: Path) -> None:
-    """Render ``doc`` (the results document) as Markdown."""
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(header: list[str]) -> list[str]:
+    """A table's header row and its separator."""
+    return [_row(header), "| " + " | ".join("---" for _ in header) + " |"]
+
+
+def _system_table(
+    doc: dict[str, Any], results: dict[str, Any], header: list[str], cells: Callable[[dict[str, Any]], list[str]]
+) -> list[str]:
+    """A scenario's table, one row per system: its label and ``cells(entry)``, or its status
+    (skipped, failed…) and empty cells."""
+    rows = _table(header)
+    for name in _ordered(results):
+        e = results[name]
+        if e["status"] != "ok":
+            rows.append(f"| {_label(doc, name)} | {e['status']} |" + " |" * (len(header) - 2))
+        else:
+            rows.append(_row([_label(doc, name), *cells(e)]))
+    return rows
+
+
+def _load_line(scenario: dict[str, Any]) -> str:
+    return f"Load average: {scenario['load_avg']['start']} → {scenario['load_avg']['end']}."
+
+
+def _header(doc: dict[str, Any]) -> list[str]:
+    """The title, the command line, the machine and the method."""
     env = doc["environment"]
     m = env["machine"]
     cfg = doc["config"]
-    sc = doc["scenarios"]
-    lines: list[str] = []
+    lines = [f"# trio-agent-kernel benchmarks — {doc['date']}", ""]
     add = lines.append
-    add(f"# trio-agent-kernel benchmarks — {doc['date']}")
-    add("")
     add(
         f"`{' '.join(['python -m benchmarks', *doc['argv'][1:]])}`"
         + (" (**--quick**: small sizes, a smoke test, not figures to quote)" if cfg["quick"] else "")
@@ -93,251 +119,288 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         f"measured in this one invocation. Took {doc.get('seconds', '?')} s."
     )
     add("")
+    return lines
 
-    if doc.get("targets"):
-        add("## Targets")
-        add("")
-        add("| target | goal | worst acceptable | measured | verdict |")
-        add("| --- | --- | --- | --- | --- |")
-        for t in doc["targets"]:
-            cmp = "≥" if t["higher_is_better"] else "≤"
-            worst = f"{cmp} {_fmt(t['worst'])} {t['unit']}" if t["worst"] is not None else "—"
-            verdict = f"**{t['verdict']}**" if t["verdict"].startswith("missed") else t["verdict"]
-            note = f" ({t['note']})" if t.get("note") else ""
-            add(
-                f"| {t['target']}{note} | {cmp} {_fmt(t['goal'])} {t['unit']} | {worst} | {_fmt(t['value'])} {t['unit'] if t['value'] is not None else ''} | {verdict} |"
-            )
-        add("")
 
-    st = sc.get("streaming")
-    if st:
-        p = st["params"]
-        add(f"## 1. Streaming — one response of {p['deltas']:,} text deltas ({p['sse_events']:,} SSE events)")
-        add("")
-        add("Client CPU per SSE event (µs) and time to first token (ms, wall, from the request).")
-        add("")
-        add("| system | CPU µs/event | min – max | × floor | × kernel | TTFT ms | TTFT min – max | text deltas seen |")
-        add("| --- | --- | --- | --- | --- | --- | --- | --- |")
-        res = st["results"]
-        floor = _median(res.get("floor", {}).get("cpu_us_per_event"))
-        kern = _median(res.get("kernel", {}).get("cpu_us_per_event"))
-        for name in _ordered(res):
-            e = res[name]
-            if e["status"] != "ok":
-                add(f"| {_label(doc, name)} | {e['status']} | | | | | | |")
+def _targets_section(doc: dict[str, Any]) -> list[str]:
+    lines = ["## Targets", "", *_table(["target", "goal", "worst acceptable", "measured", "verdict"])]
+    for t in doc["targets"]:
+        cmp = "≥" if t["higher_is_better"] else "≤"
+        worst = f"{cmp} {_fmt(t['worst'])} {t['unit']}" if t["worst"] is not None else "—"
+        verdict = f"**{t['verdict']}**" if t["verdict"].startswith("missed") else t["verdict"]
+        note = f" ({t['note']})" if t.get("note") else ""
+        lines.append(
+            f"| {t['target']}{note} | {cmp} {_fmt(t['goal'])} {t['unit']} | {worst} | {_fmt(t['value'])} {t['unit'] if t['value'] is not None else ''} | {verdict} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _streaming_section(doc: dict[str, Any], st: dict[str, Any]) -> list[str]:
+    p = st["params"]
+    lines = [
+        f"## 1. Streaming — one response of {p['deltas']:,} text deltas ({p['sse_events']:,} SSE events)",
+        "",
+        "Client CPU per SSE event (µs) and time to first token (ms, wall, from the request).",
+        "",
+    ]
+    header = [
+        "system",
+        "CPU µs/event",
+        "min – max",
+        "× floor",
+        "× kernel",
+        "TTFT ms",
+        "TTFT min – max",
+        "text deltas seen",
+    ]
+    res = st["results"]
+    floor = _median(res.get("floor", {}).get("cpu_us_per_event"))
+    kern = _median(res.get("kernel", {}).get("cpu_us_per_event"))
+
+    def cells(e: dict[str, Any]) -> list[str]:
+        cpu = e["cpu_us_per_event"]
+        seen = sorted(set(x for x in e.get("deltas_seen", []) if x is not None))
+        return [
+            *_stat(cpu),
+            _ratio(cpu["median"] / floor if floor else None),
+            _ratio(cpu["median"] / kern if kern else None),
+            *_stat(e["ttft_ms"]),
+            ", ".join(f"{x:,}" for x in seen),
+        ]
+
+    lines += _system_table(doc, res, header, cells)
+    pr = st.get("paired_ratios", {}).get("kernel_to_floor")
+    if pr:
+        lines.append("")
+        lines.append(
+            f"Kernel ÷ floor per round (paired, same load): median {_fmt(pr['median'])}×, min {_fmt(pr['min'])}×, max {_fmt(pr['max'])}×."
+        )
+    lines += [_load_line(st), ""]
+    return lines
+
+
+def _tool_turn_section(doc: dict[str, Any], tt: dict[str, Any]) -> list[str]:
+    p = tt["params"]
+    lines = [
+        f"## 2. Tool turn — the model calls {p['tools_per_turn']} no-op tools at once, then answers; {p['turns']} turns per run",
+        "",
+        "Client CPU per turn (µs; a turn is two streamed requests and ten tool calls) and wall time per turn (ms).",
+        "",
+    ]
+    header = ["system", "CPU µs/turn", "min – max", "× kernel", "wall ms/turn", "wall min – max"]
+    res = tt["results"]
+    kern = _median(res.get("kernel", {}).get("cpu_us_per_turn"))
+
+    def cells(e: dict[str, Any]) -> list[str]:
+        ratio = _ratio(e["cpu_us_per_turn"]["median"] / kern if kern else None)
+        return [*_stat(e["cpu_us_per_turn"]), ratio, *_stat(e["wall_ms_per_turn"])]
+
+    lines += _system_table(doc, res, header, cells)
+    lines += [f"\n{_load_line(tt)}", ""]
+    return lines
+
+
+def _concurrency_section(doc: dict[str, Any], cc: dict[str, Any]) -> list[str]:
+    p = cc["params"]
+    lines = [
+        f"## 3. Concurrency — N sessions at once, each streaming {p['deltas']} deltas ({p['sse_events_per_session']} SSE events)",
+        "",
+        "The kernel's sessions share one ModelActor (one HTTP client). A batch opens N sessions (not timed), "
+        "starts one turn in each at once and waits for them all; a run repeats batches until it has streamed "
+        f"{p.get('min_events_per_run', 0):,} events and lasted {p.get('min_wall_s_per_run', 0):g} s (the batches "
+        "column: the median run's count; a run of a fraction of a second measures noise). Aggregate events/s = events ÷ the batches' "
+        "wall time; TTFT from the batch's start; peak RSS of the client process (a fresh process per run) and "
+        "(peak − RSS before the sessions) ÷ N, shown from 100 sessions up (below, a few MiB of allocator noise "
+        "swamp it); the scripted server's CPU time as a share of the wall time (near 100 %: the single-threaded "
+        "server is the bottleneck; — for runs too short for /proc's 10 ms ticks)."
+        + (
+            f" Peers run at {', '.join(map(str, p['peer_levels']))} sessions."
+            if p["peer_levels"]
+            else " Peers not run at these levels."
+        ),
+        "",
+        *_table(
+            [
+                "system",
+                "sessions",
+                "batches",
+                "events/s",
+                "min – max",
+                "CPU µs/event",
+                "TTFT p50 ms",
+                "TTFT p99 ms",
+                "peak RSS MiB",
+                "RSS/session KiB",
+                "server CPU % of wall",
+            ]
+        ),
+    ]
+    add = lines.append
+    res = cc["results"]
+    for name in _ordered(res):
+        e = res[name]
+        if e["status"] != "ok" and not e["levels"]:
+            add(f"| {_label(doc, name)} | | | {e['status']} | | | | | | | |")
+            continue
+        for level, le in e["levels"].items():
+            if le["status"] != "ok":
+                add(f"| {_label(doc, name)} | {int(level):,} | | {le['status']} | | | | | | | |")
                 continue
-            cpu = e["cpu_us_per_event"]
-            med, spread = _stat(cpu)
-            tmed, tspread = _stat(e["ttft_ms"])
-            seen = sorted(set(x for x in e.get("deltas_seen", []) if x is not None))
+            med, spread = _stat(le["events_per_s"])
+            per_session = _fmt(_median(le["rss_per_session_kib"])) if int(level) >= 100 else "—"
             add(
-                f"| {_label(doc, name)} | {med} | {spread} | {_ratio(cpu['median'] / floor if floor else None)} | "
-                f"{_ratio(cpu['median'] / kern if kern else None)} | {tmed} | {tspread} | {', '.join(f'{x:,}' for x in seen)} |"
+                f"| {_label(doc, name)} | {int(level):,} | {le.get('batches', 1)} | {med} | {spread} | {_fmt(_median(le['cpu_us_per_event']))} | "
+                f"{_fmt(_median(le['ttft_p50_ms']))} | {_fmt(_median(le['ttft_p99_ms']))} | {_fmt(_median(le['peak_rss_mib']))} | "
+                f"{per_session} | {_fmt(_median(le.get('server_cpu_pct')), 2)} |"
             )
-        pr = st.get("paired_ratios", {}).get("kernel_to_floor")
-        if pr:
-            add("")
-            add(
-                f"Kernel ÷ floor per round (paired, same load): median {_fmt(pr['median'])}×, min {_fmt(pr['min'])}×, max {_fmt(pr['max'])}×."
-            )
-        add(f"Load average: {st['load_avg']['start']} → {st['load_avg']['end']}.")
-        add("")
+    for k, v in cc["ratios"].items():
+        add(f"\n{k.replace('_', ' ')}: {_ratio(v)}")
+    lines += [f"\n{_load_line(cc)}", ""]
+    return lines
 
-    tt = sc.get("tool_turn")
-    if tt:
-        p = tt["params"]
-        add(
-            f"## 2. Tool turn — the model calls {p['tools_per_turn']} no-op tools at once, then answers; {p['turns']} turns per run"
-        )
-        add("")
-        add("Client CPU per turn (µs; a turn is two streamed requests and ten tool calls) and wall time per turn (ms).")
-        add("")
-        add("| system | CPU µs/turn | min – max | × kernel | wall ms/turn | wall min – max |")
-        add("| --- | --- | --- | --- | --- | --- |")
-        res = tt["results"]
-        kern = _median(res.get("kernel", {}).get("cpu_us_per_turn"))
-        for name in _ordered(res):
-            e = res[name]
-            if e["status"] != "ok":
-                add(f"| {_label(doc, name)} | {e['status']} | | | | |")
-                continue
-            med, spread = _stat(e["cpu_us_per_turn"])
-            wmed, wspread = _stat(e["wall_ms_per_turn"])
-            add(
-                f"| {_label(doc, name)} | {med} | {spread} | {_ratio(e['cpu_us_per_turn']['median'] / kern if kern else None)} | {wmed} | {wspread} |"
-            )
-        add(f"\nLoad average: {tt['load_avg']['start']} → {tt['load_avg']['end']}.")
-        add("")
 
-    cc = sc.get("concurrency")
-    if cc:
-        p = cc["params"]
-        add(
-            f"## 3. Concurrency — N sessions at once, each streaming {p['deltas']} deltas ({p['sse_events_per_session']} SSE events)"
-        )
-        add("")
-        add(
-            "The kernel's sessions share one ModelActor (one HTTP client). A batch opens N sessions (not timed), "
-            "starts one turn in each at once and waits for them all; a run repeats batches until it has streamed "
-            f"{p.get('min_events_per_run', 0):,} events and lasted {p.get('min_wall_s_per_run', 0):g} s (the batches "
-            "column: the median run's count; a run of a fraction of a second measures noise). Aggregate events/s = events ÷ the batches' "
-            "wall time; TTFT from the batch's start; peak RSS of the client process (a fresh process per run) and "
-            "(peak − RSS before the sessions) ÷ N, shown from 100 sessions up (below, a few MiB of allocator noise "
-            "swamp it); the scripted server's CPU time as a share of the wall time (near 100 %: the single-threaded "
-            "server is the bottleneck; — for runs too short for /proc's 10 ms ticks)."
-            + (
-                f" Peers run at {', '.join(map(str, p['peer_levels']))} sessions."
-                if p["peer_levels"]
-                else " Peers not run at these levels."
-            )
-        )
-        add("")
-        add(
-            "| system | sessions | batches | events/s | min – max | CPU µs/event | TTFT p50 ms | TTFT p99 ms | peak RSS MiB | RSS/session KiB | server CPU % of wall |"
-        )
-        add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        res = cc["results"]
-        for name in _ordered(res):
-            e = res[name]
-            if e["status"] != "ok" and not e["levels"]:
-                add(f"| {_label(doc, name)} | | | {e['status']} | | | | | | | |")
-                continue
-            for level, le in e["levels"].items():
-                if le["status"] != "ok":
-                    add(f"| {_label(doc, name)} | {int(level):,} | | {le['status']} | | | | | | | |")
-                    continue
-                med, spread = _stat(le["events_per_s"])
-                per_session = _fmt(_median(le["rss_per_session_kib"])) if int(level) >= 100 else "—"
-                add(
-                    f"| {_label(doc, name)} | {int(level):,} | {le.get('batches', 1)} | {med} | {spread} | {_fmt(_median(le['cpu_us_per_event']))} | "
-                    f"{_fmt(_median(le['ttft_p50_ms']))} | {_fmt(_median(le['ttft_p99_ms']))} | {_fmt(_median(le['peak_rss_mib']))} | "
-                    f"{per_session} | {_fmt(_median(le.get('server_cpu_pct')), 2)} |"
-                )
-        for k, v in cc["ratios"].items():
-            add(f"\n{k.replace('_', ' ')}: {_ratio(v)}")
-        add(f"\nLoad average: {cc['load_avg']['start']} → {cc['load_avg']['end']}.")
-        add("")
+def _idle_section(doc: dict[str, Any], idle: dict[str, Any]) -> list[str]:
+    n = idle["params"]["sessions"]
+    lines = [
+        f"## 4. Idle memory — {n:,} open idle sessions sharing one ModelActor",
+        "",
+        "Current RSS (`/proc/self/statm`, after `gc.collect()`) with the sessions open minus before, ÷ N; "
+        "a fresh process per run. The holder-task column is the benchmark's own cost per session (a bare Trio "
+        "task waiting on an event), included in the first column.",
+        "",
+    ]
+    header = [
+        "system",
+        "RSS/session KiB",
+        "min – max",
+        "holder task KiB",
+        "net of holder KiB",
+        "open CPU µs/session",
+        "RSS with all open MiB",
+    ]
 
-    idle = sc.get("idle")
-    if idle:
-        n = idle["params"]["sessions"]
-        add(f"## 4. Idle memory — {n:,} open idle sessions sharing one ModelActor")
-        add("")
-        add(
-            "Current RSS (`/proc/self/statm`, after `gc.collect()`) with the sessions open minus before, ÷ N; "
-            "a fresh process per run. The holder-task column is the benchmark's own cost per session (a bare Trio "
-            "task waiting on an event), included in the first column."
-        )
-        add("")
-        add(
-            "| system | RSS/session KiB | min – max | holder task KiB | net of holder KiB | open CPU µs/session | RSS with all open MiB |"
-        )
-        add("| --- | --- | --- | --- | --- | --- | --- |")
-        for name in _ordered(idle["results"]):
-            e = idle["results"][name]
-            if e["status"] != "ok":
-                add(f"| {_label(doc, name)} | {e['status']} | | | | | |")
-                continue
-            med, spread = _stat(e["rss_per_session_kib"])
-            hold = _median(e["holder_task_kib"])
-            net = e["rss_per_session_kib"]["median"] - hold if hold is not None else None
-            add(
-                f"| {_label(doc, name)} | {med} | {spread} | {_fmt(hold)} | {_fmt(net)} | {_fmt(_median(e['open_cpu_us_per_session']))} | {_fmt(_median(e['rss_open_mib']))} |"
-            )
-        add(f"\nLoad average: {idle['load_avg']['start']} → {idle['load_avg']['end']}.")
-        add("")
+    def cells(e: dict[str, Any]) -> list[str]:
+        hold = _median(e["holder_task_kib"])
+        net = e["rss_per_session_kib"]["median"] - hold if hold is not None else None
+        return [
+            *_stat(e["rss_per_session_kib"]),
+            _fmt(hold),
+            _fmt(net),
+            _fmt(_median(e["open_cpu_us_per_session"])),
+            _fmt(_median(e["rss_open_mib"])),
+        ]
 
-    add("## Systems")
-    add("")
-    add("| system | status | how it is driven | versions |")
-    add("| --- | --- | --- | --- |")
+    lines += _system_table(doc, idle["results"], header, cells)
+    lines += [f"\n{_load_line(idle)}", ""]
+    return lines
+
+
+def _systems_section(doc: dict[str, Any]) -> list[str]:
+    lines = ["## Systems", "", *_table(["system", "status", "how it is driven", "versions"])]
     for name in _ordered(doc["systems"]):
         s = doc["systems"][name]
         statuses = set()
         versions: dict[str, str] = {}
-        for scen in sc.values():
+        for scen in doc["scenarios"].values():
             e = scen["results"].get(name)
             if e:
                 statuses.add(e["status"])
                 versions.update(e.get("versions") or {})
         status = ", ".join(sorted(statuses)) or ("not run" if s["installed"] else "skipped (not installed)")
         ver = ", ".join(f"{k} {v}" for k, v in versions.items())
-        add(f"| {s['label']} | {status} | {s['note']} | {ver} |")
-    add("")
+        lines.append(f"| {s['label']} | {status} | {s['note']} | {ver} |")
+    lines.append("")
+    return lines
+
+
+_SECTIONS: tuple[tuple[str, Callable[[dict[str, Any], dict[str, Any]], list[str]]], ...] = (
+    ("streaming", _streaming_section),
+    ("tool_turn", _tool_turn_section),
+    ("concurrency", _concurrency_section),
+    ("idle", _idle_section),
+)
+
+
+def write_markdown(doc: dict[str, Any], path: Path) -> None:
+    """Render ``doc`` (the results document) as Markdown: the header, the targets, one section
+    per scenario that ran, the systems."""
+    lines = _header(doc)
+    if doc.get("targets"):
+        lines += _targets_section(doc)
+    for key, section in _SECTIONS:
+        scenario = doc["scenarios"].get(key)
+        if scenario:
+            lines += section(doc, scenario)
+    lines += _systems_section(doc)
     path.write_text("\n".join(lines))
 
 
 # ---- the plot ----------------------------------------------------------------------------------
 
 
-def write_png(doc: dict[str, Any], path: Path) -> bool:
-    """Plot with matplotlib; without it, write the placeholder. Returns whether matplotlib drew it."""
-    try:
-        import matplotlib
+_COLORS = {
+    "floor": "#7f7f7f",
+    "kernel": "#d62728",
+    "openai_sdk": "#1f77b4",
+    "agents_sdk": "#2ca02c",
+    "pydantic_ai": "#9467bd",
+}
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        write_placeholder_png(path)
-        return False
+
+def _bars(ax: Any, doc: dict[str, Any], results: dict[str, Any], key: str, title: str, ylabel: str) -> None:
+    """A bar per system of ``results[*][key]``: medians with min–max error bars."""
+    names = [n for n in _ordered(results) if results[n]["status"] == "ok" and results[n].get(key)]
+    if not names:
+        ax.set_axis_off()
+        ax.set_title(title + "\n(not run)")
+        return
+    meds = [results[n][key]["median"] for n in names]
+    lo = [results[n][key]["median"] - results[n][key]["min"] for n in names]
+    hi = [results[n][key]["max"] - results[n][key]["median"] for n in names]
+    xs = range(len(names))
+    ax.bar(xs, meds, yerr=[lo, hi], capsize=4, color=[_COLORS.get(n, "#8c564b") for n in names])
+    ax.set_xticks(list(xs), [_label(doc, n).split(" (")[0] for n in names], rotation=20, ha="right", fontsize=8)
+    if max(meds) / max(min(meds), 1e-12) > 30:
+        ax.set_yscale("log")
+    for x, v in zip(xs, meds):
+        ax.annotate(_fmt(v), (x, v), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel)
+    skipped = [n for n in results if results[n]["status"] != "ok"]
+    if skipped:
+        ax.text(
+            0.01,
+            0.98,
+            "not shown: " + ", ".join(f"{n} ({results[n]['status']})" for n in skipped),
+            transform=ax.transAxes,
+            fontsize=7,
+            va="top",
+        )
+
+
+def _scenario_bars(axes: Any, doc: dict[str, Any]) -> None:
+    """The top row: streaming CPU, tool-turn CPU, streaming TTFT."""
     sc = doc["scenarios"]
-    fig, axes = plt.subplots(2, 3, figsize=(17, 10))
-    colors = {
-        "floor": "#7f7f7f",
-        "kernel": "#d62728",
-        "openai_sdk": "#1f77b4",
-        "agents_sdk": "#2ca02c",
-        "pydantic_ai": "#9467bd",
-    }
-
-    def bars(ax: Any, results: dict[str, Any], key: str, title: str, ylabel: str) -> None:
-        names = [n for n in _ordered(results) if results[n]["status"] == "ok" and results[n].get(key)]
-        if not names:
-            ax.set_axis_off()
-            ax.set_title(title + "\n(not run)")
-            return
-        meds = [results[n][key]["median"] for n in names]
-        lo = [results[n][key]["median"] - results[n][key]["min"] for n in names]
-        hi = [results[n][key]["max"] - results[n][key]["median"] for n in names]
-        xs = range(len(names))
-        ax.bar(xs, meds, yerr=[lo, hi], capsize=4, color=[colors.get(n, "#8c564b") for n in names])
-        ax.set_xticks(list(xs), [_label(doc, n).split(" (")[0] for n in names], rotation=20, ha="right", fontsize=8)
-        if max(meds) / max(min(meds), 1e-12) > 30:
-            ax.set_yscale("log")
-        for x, v in zip(xs, meds):
-            ax.annotate(
-                _fmt(v), (x, v), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points"
-            )
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel(ylabel)
-        skipped = [n for n in results if results[n]["status"] != "ok"]
-        if skipped:
-            ax.text(
-                0.01,
-                0.98,
-                "not shown: " + ", ".join(f"{n} ({results[n]['status']})" for n in skipped),
-                transform=ax.transAxes,
-                fontsize=7,
-                va="top",
-            )
-
     st = sc.get("streaming")
     if st:
-        bars(
+        _bars(
             axes[0][0],
+            doc,
             st["results"],
             "cpu_us_per_event",
             f"Streaming: client CPU per SSE event\n({st['params']['sse_events']:,} events)",
             "µs / event (min–max bars)",
         )
-        bars(axes[0][2], st["results"], "ttft_ms", "Streaming: time to first token", "ms (wall)")
+        _bars(axes[0][2], doc, st["results"], "ttft_ms", "Streaming: time to first token", "ms (wall)")
     else:
         axes[0][0].set_axis_off()
         axes[0][2].set_axis_off()
     tt = sc.get("tool_turn")
     if tt:
-        bars(
+        _bars(
             axes[0][1],
+            doc,
             tt["results"],
             "cpu_us_per_turn",
             f"Tool turn: client CPU per turn\n({tt['params']['tools_per_turn']} parallel calls, 2 requests)",
@@ -346,44 +409,48 @@ def write_png(doc: dict[str, Any], path: Path) -> bool:
     else:
         axes[0][1].set_axis_off()
 
-    cc = sc.get("concurrency")
-    ax_t, ax_l, ax_m = axes[1]
-    if cc:
-        for name in _ordered(cc["results"]):
-            levels = {int(k): v for k, v in cc["results"][name]["levels"].items() if v["status"] == "ok"}
-            if not levels:
-                continue
-            xs = sorted(levels)
-            c = colors.get(name)
-            label = _label(doc, name).split(" (")[0]
-            ax_t.plot(xs, [levels[x]["events_per_s"]["median"] for x in xs], "o-", color=c, label=label)
-            ax_l.plot(xs, [levels[x]["ttft_p50_ms"]["median"] for x in xs], "o-", color=c, label=f"{label} p50")
-            ax_l.plot(xs, [levels[x]["ttft_p99_ms"]["median"] for x in xs], "s--", color=c, label=f"{label} p99")
-            big = [x for x in xs if x >= 100]
-            if big:
-                ax_m.plot(
-                    big,
-                    [max(levels[x]["rss_per_session_kib"]["median"], 0.1) for x in big],
-                    "o-",
-                    color=c,
-                    label=f"{label} (streaming, peak)",
-                )
-        ax_t.set_title("Throughput vs concurrency", fontsize=10)
-        ax_t.set_xlabel("concurrent sessions")
-        ax_t.set_ylabel("aggregate SSE events / s")
-        ax_l.set_title("Time to first token vs concurrency", fontsize=10)
-        ax_l.set_xlabel("concurrent sessions")
-        ax_l.set_ylabel("ms (wall, from the batch's start)")
-        for ax in (ax_t, ax_l, ax_m):
-            ax.set_xscale("log")
-        ax_t.set_yscale("log")
-        ax_l.set_yscale("log")
-        ax_t.legend(fontsize=7)
-        ax_l.legend(fontsize=6, ncol=2)
-    else:
+
+def _concurrency_lines(ax_t: Any, ax_l: Any, ax_m: Any, doc: dict[str, Any], cc: dict[str, Any] | None) -> None:
+    """Throughput and TTFT against the level; the streaming peak RSS per session onto ``ax_m``."""
+    if not cc:
         ax_t.set_axis_off()
         ax_l.set_axis_off()
-    idle = sc.get("idle")
+        return
+    for name in _ordered(cc["results"]):
+        levels = {int(k): v for k, v in cc["results"][name]["levels"].items() if v["status"] == "ok"}
+        if not levels:
+            continue
+        xs = sorted(levels)
+        c = _COLORS.get(name)
+        label = _label(doc, name).split(" (")[0]
+        ax_t.plot(xs, [levels[x]["events_per_s"]["median"] for x in xs], "o-", color=c, label=label)
+        ax_l.plot(xs, [levels[x]["ttft_p50_ms"]["median"] for x in xs], "o-", color=c, label=f"{label} p50")
+        ax_l.plot(xs, [levels[x]["ttft_p99_ms"]["median"] for x in xs], "s--", color=c, label=f"{label} p99")
+        big = [x for x in xs if x >= 100]
+        if big:
+            ax_m.plot(
+                big,
+                [max(levels[x]["rss_per_session_kib"]["median"], 0.1) for x in big],
+                "o-",
+                color=c,
+                label=f"{label} (streaming, peak)",
+            )
+    ax_t.set_title("Throughput vs concurrency", fontsize=10)
+    ax_t.set_xlabel("concurrent sessions")
+    ax_t.set_ylabel("aggregate SSE events / s")
+    ax_l.set_title("Time to first token vs concurrency", fontsize=10)
+    ax_l.set_xlabel("concurrent sessions")
+    ax_l.set_ylabel("ms (wall, from the batch's start)")
+    for ax in (ax_t, ax_l, ax_m):
+        ax.set_xscale("log")
+    ax_t.set_yscale("log")
+    ax_l.set_yscale("log")
+    ax_t.legend(fontsize=7)
+    ax_l.legend(fontsize=6, ncol=2)
+
+
+def _memory_plot(ax_m: Any, idle: dict[str, Any] | None) -> None:
+    """The kernel's idle RSS per session and the target lines (over the streaming peaks)."""
     if idle and idle["results"].get("kernel", {}).get("status") == "ok":
         k = idle["results"]["kernel"]["rss_per_session_kib"]
         ax_m.errorbar(
@@ -391,7 +458,7 @@ def write_png(doc: dict[str, Any], path: Path) -> bool:
             [k["median"]],
             yerr=[[k["median"] - k["min"]], [k["max"] - k["median"]]],
             fmt="D",
-            color=colors["kernel"],
+            color=_COLORS["kernel"],
             capsize=4,
             label="trio-agent-kernel (idle)",
         )
@@ -410,6 +477,24 @@ def write_png(doc: dict[str, Any], path: Path) -> bool:
     ax_m.set_xscale("log")
     ax_m.set_yscale("log")
     ax_m.legend(fontsize=7)
+
+
+def write_png(doc: dict[str, Any], path: Path) -> bool:
+    """Plot with matplotlib; without it, write the placeholder. Returns whether matplotlib drew it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        write_placeholder_png(path)
+        return False
+    sc = doc["scenarios"]
+    fig, axes = plt.subplots(2, 3, figsize=(17, 10))
+    _scenario_bars(axes, doc)
+    ax_t, ax_l, ax_m = axes[1]
+    _concurrency_lines(ax_t, ax_l, ax_m, doc, sc.get("concurrency"))
+    _memory_plot(ax_m, sc.get("idle"))
     m = doc["environment"]["machine"]
     fig.suptitle(
         f"trio-agent-kernel benchmarks {doc['date']}{' (--quick)' if doc['config']['quick'] else ''} — {m['cpu_model']}, "

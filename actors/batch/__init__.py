@@ -22,103 +22,54 @@ the others run once. Command line: ``agent-kernel batch tasks.jsonl --out DIR``.
 
 Modules: ``_tasks`` (the task file, :class:`BatchTask`), ``_results`` (:class:`TaskResult`,
 ``results.jsonl``, the summary and progress events), ``_limiter`` (request budgets),
-``_local`` (:func:`run_task`, :func:`run_batch`, CPU accounting).
+``_local`` (:func:`run_task`, :func:`run_batch`), ``_pool`` (:class:`ModelPool`, the task's model
+client), ``_cpu`` (CPU accounting), ``_common`` (what both drivers share: the output layout, the
+frame of a run). The Ray backend: ``_ray`` (``run_batch_ray``), ``_ray_limiter`` (the
+cluster-wide limiter), ``_ray_worker`` (the worker actor), ``_ray_driver`` (dispatch, recording).
 """
 
+from ._common import (
+    Progress as Progress,
+    ToolsFactory as ToolsFactory,
+)
 from ._limiter import (
     LocalRateLimiter as LocalRateLimiter,
-)
-from ._limiter import (
     RateLimitedModel as RateLimitedModel,
-)
-from ._limiter import (
     RateLimiter as RateLimiter,
-)
-from ._limiter import (
     estimate_prompt_tokens as estimate_prompt_tokens,
 )
 from ._local import (
-    ModelPool as ModelPool,
-)
-from ._local import (
-    Progress as Progress,
-)
-from ._local import (
-    ToolsFactory as ToolsFactory,
-)
-from ._local import (
-    open_model_pool as open_model_pool,
-)
-from ._local import (
     run_batch as run_batch,
-)
-from ._local import (
     run_task as run_task,
+)
+from ._pool import (
+    ModelPool as ModelPool,
+    open_model_pool as open_model_pool,
 )
 from ._results import (
     RESULTS_FILE as RESULTS_FILE,
-)
-from ._results import (
     BatchEvent as BatchEvent,
-)
-from ._results import (
     BatchFinished as BatchFinished,
-)
-from ._results import (
     BatchStarted as BatchStarted,
-)
-from ._results import (
     BatchStats as BatchStats,
-)
-from ._results import (
     BatchSummary as BatchSummary,
-)
-from ._results import (
     ResultsFile as ResultsFile,
-)
-from ._results import (
     ResultsFileError as ResultsFileError,
-)
-from ._results import (
     ResultsFileLocked as ResultsFileLocked,
-)
-from ._results import (
     TaskFinished as TaskFinished,
-)
-from ._results import (
     TaskResult as TaskResult,
-)
-from ._results import (
     TaskStarted as TaskStarted,
-)
-from ._results import (
     TaskStatus as TaskStatus,
-)
-from ._results import (
     batch_event_to_dict as batch_event_to_dict,
-)
-from ._results import (
     read_results as read_results,
 )
 from ._tasks import (
     BUILTIN_TOOL_NAMES as BUILTIN_TOOL_NAMES,
-)
-from ._tasks import (
     BatchTask as BatchTask,
-)
-from ._tasks import (
     TaskFormatError as TaskFormatError,
-)
-from ._tasks import (
     TaskLineError as TaskLineError,
-)
-from ._tasks import (
     load_tasks as load_tasks,
-)
-from ._tasks import (
     parse_tasks as parse_tasks,
-)
-from ._tasks import (
     safe_id as safe_id,
 )
 

@@ -72,7 +72,7 @@ class TaskResult:
       events); ``events``: model stream events received (decoded SSE events).
     * ``wall_time``: seconds from start to the session's close (rollout fsynced).
     * ``cpu_time``: CPU seconds of the Trio thread attributed to the task (see
-      :mod:`actors.batch._local`: its own Trio tasks fully, the shared ones — the shared
+      :mod:`actors.batch._cpu`: its own Trio tasks fully, the shared ones — the shared
       ModelActor's HTTP reads and SSE decoding, the scheduler — split evenly among the tasks
       running at the time). Worker-thread file I/O and tool subprocesses are not counted.
     * ``rollout``: the session's rollout, relative to the output directory

@@ -11,7 +11,7 @@ from importlib import metadata
 
 import attrs
 
-__all__ = ["System", "SYSTEMS", "installed"]
+__all__ = ["System", "SYSTEMS", "installed", "missing"]
 
 
 @attrs.frozen
@@ -74,11 +74,17 @@ SYSTEMS: dict[str, System] = {
 }
 
 
-def installed(system: System) -> bool:
-    """Whether every distribution the system needs is installed."""
+def missing(system: System) -> tuple[str, ...]:
+    """The distributions the system needs that are not installed."""
+    absent = []
     for dist in system.requires:
         try:
             metadata.version(dist)
         except metadata.PackageNotFoundError:
-            return False
-    return True
+            absent.append(dist)
+    return tuple(absent)
+
+
+def installed(system: System) -> bool:
+    """Whether every distribution the system needs is installed."""
+    return not missing(system)

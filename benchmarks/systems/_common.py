@@ -30,13 +30,18 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "PREFIX",
+    "RESPONSES_TOOLS",
+    "TEXT_DELTA",
     "TOOL_COUNT",
+    "USER_MESSAGE",
     "Scenario",
+    "asyncio_concurrency",
     "baseline_rss",
     "concurrency_result",
     "cpu",
@@ -44,10 +49,12 @@ __all__ = [
     "emit",
     "gather_batches",
     "more_batches",
+    "on_asyncio",
     "peak_rss",
     "percentile",
     "reset_peak_rss",
     "run_cli",
+    "streaming_result",
     "tool_names",
     "versions",
     "warmed",
@@ -68,6 +75,43 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 def tool_names() -> list[str]:
     """The names of the tool-turn scenario's no-op tools."""
     return [f"noop_{i}" for i in range(TOOL_COUNT)]
+
+
+USER_MESSAGE: dict[str, Any] = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]}
+"""The user's message every scenario sends, as a Responses API input item (for the clients that
+write the request themselves)."""
+
+RESPONSES_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": name,
+        "description": "Do nothing.",
+        "parameters": {
+            "type": "object",
+            "properties": {"x": {"type": "integer"}},
+            "required": ["x"],
+            "additionalProperties": False,
+        },
+        "strict": False,
+    }
+    for name in tool_names()
+]
+"""The tool-turn scenario's tools as Responses API function definitions."""
+
+TEXT_DELTA = "response.output_text.delta"
+"""The type of the SSE event that carries a text delta."""
+
+
+def streaming_result(
+    cpu_s: float, wall_s: float, ttft_s: float | None, deltas: int, events: int | None = None
+) -> dict[str, Any]:
+    """The streaming scenario's figures for one run (built after the clocks were read):
+    ``events_seen`` only for the systems that see every SSE event."""
+    out: dict[str, Any] = {"cpu_s": cpu_s, "wall_s": wall_s, "ttft_s": ttft_s}
+    if events is not None:
+        out["events_seen"] = events
+    out["deltas_seen"] = deltas
+    return out
 
 
 def current_rss() -> int:
@@ -163,6 +207,43 @@ async def gather_batches(
         wall, used = wall + time.perf_counter() - t0, used + cpu() - c0
         ttfts += [t if t is not None else float("nan") for t in out]
     return concurrency_result(n, used, wall, ttfts, base, batches=batches)
+
+
+class _Closing(Protocol):
+    async def close(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+def on_asyncio(
+    open_: Callable[[], tuple[T, _Closing]], body: Callable[[T], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    """An asyncio peer's run: under ``asyncio.run``, ``thing, client = open_()`` (not timed),
+    then ``await body(thing)`` (which times what it measures); the client is closed after."""
+    import asyncio
+
+    async def main() -> dict[str, Any]:
+        thing, client = open_()
+        try:
+            return await body(thing)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def asyncio_concurrency(
+    open_: Callable[[dict[str, Any]], tuple[T, _Closing]], ttft: Callable[[T, float], Awaitable[float | None]]
+) -> Scenario:
+    """An asyncio peer's concurrency scenario (:func:`warmed`): :func:`gather_batches` of
+    ``ttft(thing, t0)`` calls — one session each, returning its time to first token — with
+    ``thing, client = open_(params)`` shared by all of them."""
+
+    def run(params: dict[str, Any], n: int) -> dict[str, Any]:
+        return on_asyncio(lambda: open_(params), lambda thing: gather_batches(params, n, partial(ttft, thing)))
+
+    return warmed(run)
 
 
 def warmed(run: Callable[[dict[str, Any], int], dict[str, Any]]) -> Scenario:

@@ -8,7 +8,6 @@ function calls concurrently, then asks the model again (``tool_use_behavior="run
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from typing import Any
@@ -16,11 +15,10 @@ from typing import Any
 from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, function_tool, set_tracing_disabled
 from openai import AsyncOpenAI
 
-from ._common import TOOL_COUNT, cpu, gather_batches, run_cli, tool_names, warmed
+from ._common import TEXT_DELTA, TOOL_COUNT, asyncio_concurrency, cpu, on_asyncio, run_cli, streaming_result, tool_names
 
 set_tracing_disabled(True)
 _RUN_CONFIG = RunConfig(tracing_disabled=True)
-_DELTA = "response.output_text.delta"
 
 
 def _tools() -> list[Any]:
@@ -52,7 +50,7 @@ async def _run(agent: Agent[Any], t0: float) -> tuple[int, int, float | None, in
     async for event in result.stream_events():
         events += 1
         if event.type == "raw_response_event":
-            if event.data.type == _DELTA:
+            if event.data.type == TEXT_DELTA:
                 deltas += 1
                 if ttft is None:
                     ttft = time.perf_counter() - t0
@@ -61,59 +59,35 @@ async def _run(agent: Agent[Any], t0: float) -> tuple[int, int, float | None, in
     return events, deltas, ttft, outputs, result.final_output
 
 
-def streaming(params: dict[str, Any]) -> dict[str, Any]:
-    async def main() -> dict[str, Any]:
-        agent, client = _agent(params)
-        try:
-            c0, t0 = cpu(), time.perf_counter()
-            events, deltas, ttft, _, _ = await _run(agent, t0)
-            return {
-                "cpu_s": cpu() - c0,
-                "wall_s": time.perf_counter() - t0,
-                "ttft_s": ttft,
-                "events_seen": events,
-                "deltas_seen": deltas,
-            }
-        finally:
-            await client.close()
+async def _ttft(agent: Agent[Any], t0: float) -> float | None:
+    return (await _run(agent, t0))[2]
 
-    return asyncio.run(main())
+
+def streaming(params: dict[str, Any]) -> dict[str, Any]:
+    async def measure(agent: Agent[Any]) -> dict[str, Any]:
+        c0, t0 = cpu(), time.perf_counter()
+        events, deltas, ttft, _, _ = await _run(agent, t0)
+        used, wall = cpu() - c0, time.perf_counter() - t0
+        return streaming_result(used, wall, ttft, deltas, events)
+
+    return on_asyncio(lambda: _agent(params), measure)
 
 
 def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
     turns = int(params["turns"])
 
-    async def main() -> dict[str, Any]:
-        agent, client = _agent(params, _tools())
-        try:
-            c0, t0 = cpu(), time.perf_counter()
-            for _ in range(turns):
-                _, deltas, _, outputs, final = await _run(agent, t0)
-                if outputs != TOOL_COUNT or not final:
-                    raise RuntimeError(f"expected {TOOL_COUNT} tool outputs and an answer, got {outputs} and {final!r}")
-            return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "turns": turns}
-        finally:
-            await client.close()
+    async def measure(agent: Agent[Any]) -> dict[str, Any]:
+        c0, t0 = cpu(), time.perf_counter()
+        for _ in range(turns):
+            _, deltas, _, outputs, final = await _run(agent, t0)
+            if outputs != TOOL_COUNT or not final:
+                raise RuntimeError(f"expected {TOOL_COUNT} tool outputs and an answer, got {outputs} and {final!r}")
+        return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "turns": turns}
 
-    return asyncio.run(main())
+    return on_asyncio(lambda: _agent(params, _tools()), measure)
 
 
-def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
-    async def main() -> dict[str, Any]:
-        agent, client = _agent(params)
-
-        async def one(t0: float) -> float | None:
-            return (await _run(agent, t0))[2]
-
-        try:
-            return await gather_batches(params, n, one)
-        finally:
-            await client.close()
-
-    return asyncio.run(main())
-
-
-concurrency = warmed(_concurrency)
+concurrency = asyncio_concurrency(_agent, _ttft)
 
 SCENARIOS = {"streaming": streaming, "tool_turn": tool_turn, "concurrency": concurrency}
 

@@ -16,25 +16,19 @@ from typing import Any
 import httpx
 import trio
 
-from ._common import TOOL_COUNT, baseline_rss, concurrency_result, cpu, more_batches, run_cli, tool_names, warmed
-
-_USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]}
-_TOOLS = [
-    {
-        "type": "function",
-        "name": name,
-        "description": "Do nothing.",
-        "parameters": {
-            "type": "object",
-            "properties": {"x": {"type": "integer"}},
-            "required": ["x"],
-            "additionalProperties": False,
-        },
-        "strict": False,
-    }
-    for name in tool_names()
-]
-_DELTA = "response.output_text.delta"
+from ._common import (
+    RESPONSES_TOOLS,
+    TEXT_DELTA,
+    TOOL_COUNT,
+    USER_MESSAGE,
+    baseline_rss,
+    concurrency_result,
+    cpu,
+    more_batches,
+    run_cli,
+    streaming_result,
+    warmed,
+)
 
 
 def _client() -> httpx.AsyncClient:
@@ -56,7 +50,7 @@ async def _stream(
                 obj = json.loads(line[6:])
                 events += 1
                 kind = obj["type"]
-                if kind == _DELTA:
+                if kind == TEXT_DELTA:
                     deltas += 1
                     if ttft is None:
                         ttft = time.perf_counter() - t0
@@ -67,19 +61,14 @@ async def _stream(
 
 def streaming(params: dict[str, Any]) -> dict[str, Any]:
     url = params["base_url"] + "/responses"
-    body = {"model": "scripted-model", "input": [_USER], "stream": True}
+    body = {"model": "scripted-model", "input": [USER_MESSAGE], "stream": True}
 
     async def main() -> dict[str, Any]:
         async with _client() as client:
             c0, t0 = cpu(), time.perf_counter()
             events, deltas, ttft, _ = await _stream(client, url, body, t0)
-            return {
-                "cpu_s": cpu() - c0,
-                "wall_s": time.perf_counter() - t0,
-                "ttft_s": ttft,
-                "events_seen": events,
-                "deltas_seen": deltas,
-            }
+            used, wall = cpu() - c0, time.perf_counter() - t0
+            return streaming_result(used, wall, ttft, deltas, events)
 
     return trio.run(main)
 
@@ -91,8 +80,8 @@ async def _noop(x: int) -> str:
 async def _turn(client: httpx.AsyncClient, url: str) -> None:
     body: dict[str, Any] = {
         "model": "scripted-model",
-        "input": [_USER],
-        "tools": _TOOLS,
+        "input": [USER_MESSAGE],
+        "tools": RESPONSES_TOOLS,
         "parallel_tool_calls": True,
         "stream": True,
     }
@@ -108,7 +97,7 @@ async def _turn(client: httpx.AsyncClient, url: str) -> None:
     async with trio.open_nursery() as nursery:
         for i, call in enumerate(calls):
             nursery.start_soon(run, i, call)
-    body = {**body, "input": [_USER, *calls, *outputs]}
+    body = {**body, "input": [USER_MESSAGE, *calls, *outputs]}
     _, deltas, _, calls = await _stream(client, url, body, 0.0)
     if calls or not deltas:
         raise RuntimeError("the follow-up should be a plain answer")
@@ -130,7 +119,7 @@ def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
 
 def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
     url = params["base_url"] + "/responses"
-    body = {"model": "scripted-model", "input": [_USER], "stream": True}
+    body = {"model": "scripted-model", "input": [USER_MESSAGE], "stream": True}
 
     async def main() -> dict[str, Any]:
         ttfts: list[float] = []

@@ -34,6 +34,7 @@ from ._common import (
     more_batches,
     peak_rss,
     run_cli,
+    streaming_result,
     tool_names,
     warmed,
 )
@@ -74,7 +75,7 @@ def streaming(params: dict[str, Any]) -> dict[str, Any]:
             deltas, ttft, end = await _consume(session, t0)
             used, wall = cpu() - c0, time.perf_counter() - t0
         _check(end)
-        return {"cpu_s": used, "wall_s": wall, "ttft_s": ttft, "deltas_seen": deltas}
+        return streaming_result(used, wall, ttft, deltas)
 
     return trio.run(main)
 

@@ -16,29 +16,23 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from ._common import TOOL_COUNT, cpu, gather_batches, run_cli, tool_names, warmed
-
-_USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]}
-_TOOLS: list[Any] = [
-    {
-        "type": "function",
-        "name": name,
-        "description": "Do nothing.",
-        "parameters": {
-            "type": "object",
-            "properties": {"x": {"type": "integer"}},
-            "required": ["x"],
-            "additionalProperties": False,
-        },
-        "strict": False,
-    }
-    for name in tool_names()
-]
-_DELTA = "response.output_text.delta"
+from ._common import (
+    RESPONSES_TOOLS,
+    TEXT_DELTA,
+    TOOL_COUNT,
+    USER_MESSAGE,
+    asyncio_concurrency,
+    cpu,
+    on_asyncio,
+    run_cli,
+    streaming_result,
+)
 
 
-def _client(params: dict[str, Any]) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=params["base_url"], api_key="sk-bench", max_retries=0)
+def _client(params: dict[str, Any]) -> tuple[AsyncOpenAI, AsyncOpenAI]:
+    """The client, twice: the thing the scenario uses, and what :func:`on_asyncio` closes."""
+    client = AsyncOpenAI(base_url=params["base_url"], api_key="sk-bench", max_retries=0)
+    return client, client
 
 
 async def _stream(client: AsyncOpenAI, t0: float, **kwargs: Any) -> tuple[int, int, float | None, list[Any]]:
@@ -48,7 +42,7 @@ async def _stream(client: AsyncOpenAI, t0: float, **kwargs: Any) -> tuple[int, i
     stream = await client.responses.create(model="scripted-model", stream=True, **kwargs)
     async for event in stream:
         events += 1
-        if event.type == _DELTA:
+        if event.type == TEXT_DELTA:
             deltas += 1
             if ttft is None:
                 ttft = time.perf_counter() - t0
@@ -57,23 +51,18 @@ async def _stream(client: AsyncOpenAI, t0: float, **kwargs: Any) -> tuple[int, i
     return events, deltas, ttft, calls
 
 
-def streaming(params: dict[str, Any]) -> dict[str, Any]:
-    async def main() -> dict[str, Any]:
-        client = _client(params)
-        try:
-            c0, t0 = cpu(), time.perf_counter()
-            events, deltas, ttft, _ = await _stream(client, t0, input=[_USER])
-            return {
-                "cpu_s": cpu() - c0,
-                "wall_s": time.perf_counter() - t0,
-                "ttft_s": ttft,
-                "events_seen": events,
-                "deltas_seen": deltas,
-            }
-        finally:
-            await client.close()
+async def _ttft(client: AsyncOpenAI, t0: float) -> float | None:
+    return (await _stream(client, t0, input=[USER_MESSAGE]))[2]
 
-    return asyncio.run(main())
+
+def streaming(params: dict[str, Any]) -> dict[str, Any]:
+    async def measure(client: AsyncOpenAI) -> dict[str, Any]:
+        c0, t0 = cpu(), time.perf_counter()
+        events, deltas, ttft, _ = await _stream(client, t0, input=[USER_MESSAGE])
+        used, wall = cpu() - c0, time.perf_counter() - t0
+        return streaming_result(used, wall, ttft, deltas, events)
+
+    return on_asyncio(lambda: _client(params), measure)
 
 
 async def _noop(x: int) -> str:
@@ -81,14 +70,14 @@ async def _noop(x: int) -> str:
 
 
 async def _turn(client: AsyncOpenAI) -> None:
-    _, _, _, calls = await _stream(client, 0.0, input=[_USER], tools=_TOOLS, parallel_tool_calls=True)
+    _, _, _, calls = await _stream(client, 0.0, input=[USER_MESSAGE], tools=RESPONSES_TOOLS, parallel_tool_calls=True)
     if len(calls) != TOOL_COUNT:
         raise RuntimeError(f"expected {TOOL_COUNT} calls, got {len(calls)}")
     results = await asyncio.gather(*(_noop(**json.loads(c.arguments)) for c in calls))
-    follow: list[Any] = [_USER]
+    follow: list[Any] = [USER_MESSAGE]
     follow += [{"type": "function_call", "call_id": c.call_id, "name": c.name, "arguments": c.arguments} for c in calls]
     follow += [{"type": "function_call_output", "call_id": c.call_id, "output": r} for c, r in zip(calls, results)]
-    _, deltas, _, calls = await _stream(client, 0.0, input=follow, tools=_TOOLS, parallel_tool_calls=True)
+    _, deltas, _, calls = await _stream(client, 0.0, input=follow, tools=RESPONSES_TOOLS, parallel_tool_calls=True)
     if calls or not deltas:
         raise RuntimeError("the follow-up should be a plain answer")
 
@@ -96,35 +85,16 @@ async def _turn(client: AsyncOpenAI) -> None:
 def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
     turns = int(params["turns"])
 
-    async def main() -> dict[str, Any]:
-        client = _client(params)
-        try:
-            c0, t0 = cpu(), time.perf_counter()
-            for _ in range(turns):
-                await _turn(client)
-            return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "turns": turns}
-        finally:
-            await client.close()
+    async def measure(client: AsyncOpenAI) -> dict[str, Any]:
+        c0, t0 = cpu(), time.perf_counter()
+        for _ in range(turns):
+            await _turn(client)
+        return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "turns": turns}
 
-    return asyncio.run(main())
+    return on_asyncio(lambda: _client(params), measure)
 
 
-def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
-    async def main() -> dict[str, Any]:
-        client = _client(params)
-
-        async def one(t0: float) -> float | None:
-            return (await _stream(client, t0, input=[_USER]))[2]
-
-        try:
-            return await gather_batches(params, n, one)
-        finally:
-            await client.close()
-
-    return asyncio.run(main())
-
-
-concurrency = warmed(_concurrency)
+concurrency = asyncio_concurrency(_client, _ttft)
 
 SCENARIOS = {"streaming": streaming, "tool_turn": tool_turn, "concurrency": concurrency}
 

@@ -9,7 +9,6 @@ tool calls concurrently, then asks the model again.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from typing import Any
@@ -20,7 +19,7 @@ from pydantic_ai.messages import ToolReturnPart
 from pydantic_ai.models.openai import OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from ._common import TOOL_COUNT, cpu, gather_batches, run_cli, tool_names, warmed
+from ._common import TOOL_COUNT, asyncio_concurrency, cpu, on_asyncio, run_cli, streaming_result, tool_names
 
 
 def _tools() -> list[Tool[Any]]:
@@ -57,56 +56,38 @@ async def _run(agent: Agent[None, str], t0: float) -> tuple[int, float | None, A
     return deltas, ttft, result.all_messages()
 
 
-def streaming(params: dict[str, Any]) -> dict[str, Any]:
-    async def main() -> dict[str, Any]:
-        agent, client = _agent(params)
-        try:
-            c0, t0 = cpu(), time.perf_counter()
-            deltas, ttft, _ = await _run(agent, t0)
-            return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "ttft_s": ttft, "deltas_seen": deltas}
-        finally:
-            await client.close()
+async def _ttft(agent: Agent[None, str], t0: float) -> float | None:
+    return (await _run(agent, t0))[1]
 
-    return asyncio.run(main())
+
+def streaming(params: dict[str, Any]) -> dict[str, Any]:
+    async def measure(agent: Agent[None, str]) -> dict[str, Any]:
+        c0, t0 = cpu(), time.perf_counter()
+        deltas, ttft, _ = await _run(agent, t0)
+        used, wall = cpu() - c0, time.perf_counter() - t0
+        return streaming_result(used, wall, ttft, deltas)
+
+    return on_asyncio(lambda: _agent(params), measure)
 
 
 def tool_turn(params: dict[str, Any]) -> dict[str, Any]:
     turns = int(params["turns"])
 
-    async def main() -> dict[str, Any]:
-        agent, client = _agent(params, _tools())
-        try:
-            c0, t0 = cpu(), time.perf_counter()
-            for _ in range(turns):
-                deltas, _, messages = await _run(agent, t0)
-                returns = sum(isinstance(p, ToolReturnPart) for m in messages for p in m.parts)
-                if returns != TOOL_COUNT or not deltas:
-                    raise RuntimeError(
-                        f"expected {TOOL_COUNT} tool returns and an answer, got {returns} and {deltas} deltas"
-                    )
-            return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "turns": turns}
-        finally:
-            await client.close()
+    async def measure(agent: Agent[None, str]) -> dict[str, Any]:
+        c0, t0 = cpu(), time.perf_counter()
+        for _ in range(turns):
+            deltas, _, messages = await _run(agent, t0)
+            returns = sum(isinstance(p, ToolReturnPart) for m in messages for p in m.parts)
+            if returns != TOOL_COUNT or not deltas:
+                raise RuntimeError(
+                    f"expected {TOOL_COUNT} tool returns and an answer, got {returns} and {deltas} deltas"
+                )
+        return {"cpu_s": cpu() - c0, "wall_s": time.perf_counter() - t0, "turns": turns}
 
-    return asyncio.run(main())
+    return on_asyncio(lambda: _agent(params, _tools()), measure)
 
 
-def _concurrency(params: dict[str, Any], n: int) -> dict[str, Any]:
-    async def main() -> dict[str, Any]:
-        agent, client = _agent(params)
-
-        async def one(t0: float) -> float | None:
-            return (await _run(agent, t0))[1]
-
-        try:
-            return await gather_batches(params, n, one)
-        finally:
-            await client.close()
-
-    return asyncio.run(main())
-
-
-concurrency = warmed(_concurrency)
+concurrency = asyncio_concurrency(_agent, _ttft)
 
 SCENARIOS = {"streaming": streaming, "tool_turn": tool_turn, "concurrency": concurrency}
 
