@@ -74,6 +74,7 @@ from .items import (
     item_to_wire as item_to_wire,
     items_from_wire as items_from_wire,
     items_to_wire as items_to_wire,
+    json_type_name as json_type_name,
     tool_from_wire as tool_from_wire,
     tool_to_wire as tool_to_wire,
 )

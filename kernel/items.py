@@ -26,6 +26,7 @@ import attrs
 from .errors import WireFormatError
 
 __all__ = [
+    "json_type_name",
     "Message",
     "Reasoning",
     "FunctionCall",
@@ -125,9 +126,9 @@ class FunctionCallOutputPayload:
         if isinstance(value, list):
             for i, entry in enumerate(value):
                 if not isinstance(entry, dict):
-                    raise WireFormatError(f"{where}[{i}]: expected a content item object, got {_type_name(entry)}")
+                    raise WireFormatError(f"{where}[{i}]: expected a content item object, got {json_type_name(entry)}")
             return cls(tuple(value))
-        raise WireFormatError(f"{where}: expected a string or a list of content items, got {_type_name(value)}")
+        raise WireFormatError(f"{where}: expected a string or a list of content items, got {json_type_name(value)}")
 
     def __str__(self) -> str:
         if isinstance(self.body, str):
@@ -408,17 +409,21 @@ _TYPE_OF_CLASS: Final[dict[type[Any], str]] = {cls: t for t, (cls, _) in _ITEM_F
 _FIELDS_OF_CLASS: Final[dict[type[Any], tuple[_Field, ...]]] = {cls: fields for cls, fields in _ITEM_FIELDS.values()}
 
 
-def _type_name(value: Any) -> str:
+def json_type_name(value: Any, *, show_number: bool = True, array: str = "an array") -> str:
+    """How an error message names the JSON type of a decoded ``value``: ``"null"``, ``"a boolean"``,
+    ``"a number (3)"`` (the value only with ``show_number``), ``"a string"``, ``array`` (``"an
+    array"``; a task file says ``"a list"``), ``"an object"``, else the Python type's name. Shared by
+    every decoder that reports a wrongly typed field (items, stream events, batch task lines)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):
-        return f"a number ({value!r})"
+        return f"a number ({value!r})" if show_number else "a number"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):
-        return "an array"
+        return array
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
@@ -433,21 +438,21 @@ def _compact_json(value: Any) -> str:
 def _decode_value(kind: str, value: Any, where: str) -> Any:
     if kind == "str":
         if not isinstance(value, str):
-            raise WireFormatError(f"{where}: expected a string, got {_type_name(value)}")
+            raise WireFormatError(f"{where}: expected a string, got {json_type_name(value)}")
         return value
     if kind == "list":
         if not isinstance(value, list):
-            raise WireFormatError(f"{where}: expected an array, got {_type_name(value)}")
+            raise WireFormatError(f"{where}: expected an array, got {json_type_name(value)}")
         return value
     if kind == "obj":
         if not isinstance(value, dict):
-            raise WireFormatError(f"{where}: expected an object, got {_type_name(value)}")
+            raise WireFormatError(f"{where}: expected an object, got {json_type_name(value)}")
         return value
     if kind == "payload":
         return FunctionCallOutputPayload.from_wire(value, where)
     if kind == "bool":
         if not isinstance(value, bool):
-            raise WireFormatError(f"{where}: expected a boolean, got {_type_name(value)}")
+            raise WireFormatError(f"{where}: expected a boolean, got {json_type_name(value)}")
         return value
     return value  # "json"
 
@@ -482,13 +487,13 @@ def item_from_wire(data: Mapping[str, Any]) -> ResponseItem:
     :class:`UnknownItem` holding the whole object. Does not copy nested values.
     """
     if not isinstance(data, Mapping):
-        raise WireFormatError(f"item: expected an object, got {_type_name(data)}")
+        raise WireFormatError(f"item: expected an object, got {json_type_name(data)}")
     item_type = data.get("type")
     if not isinstance(item_type, str):
         if "type" not in data:
             # codex tolerates untyped message-like objects; keep them losslessly
             return UnknownItem(dict(data))
-        raise WireFormatError(f"item.type: expected a string, got {_type_name(item_type)}")
+        raise WireFormatError(f"item.type: expected a string, got {json_type_name(item_type)}")
     entry = _ITEM_FIELDS.get(item_type)
     if entry is None:
         return UnknownItem(dict(data))
@@ -616,7 +621,7 @@ def tool_from_wire(data: Mapping[str, Any]) -> ToolSpec:
     """Decode a tool spec; unknown kinds become :class:`UnknownTool`. Malformed known kinds raise
     :class:`~kernel.errors.WireFormatError` naming the field."""
     if not isinstance(data, Mapping):
-        raise WireFormatError(f"tool: expected an object, got {_type_name(data)}")
+        raise WireFormatError(f"tool: expected an object, got {json_type_name(data)}")
     kind = data.get("type")
     if kind == "function":
         kwargs, extra = _decode_defaulted(

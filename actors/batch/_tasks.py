@@ -33,6 +33,7 @@ from typing import Any, Final
 import attrs
 
 from kernel import Message, ResponseItem, WireFormatError, item_from_wire
+from kernel.items import json_type_name
 
 __all__ = [
     "BUILTIN_TOOL_NAMES",
@@ -244,19 +245,7 @@ def safe_id(task_id: str) -> str:
 
 
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    return json_type_name(value, show_number=False, array="a list")
 
 
 def _show(value: Any) -> str:

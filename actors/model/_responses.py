@@ -30,7 +30,7 @@ from kernel.errors import (
     UsageNotIncluded,
     WireFormatError,
 )
-from kernel.items import UnknownItem, item_from_wire, item_to_wire, tool_to_wire
+from kernel.items import UnknownItem, item_from_wire, item_to_wire, json_type_name, tool_to_wire
 from kernel.prompt import Prompt
 from kernel.stream import (
     Completed,
@@ -216,19 +216,7 @@ class _Terminal(Exception):
 
 
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    return json_type_name(value, show_number=False)
 
 
 def _stream_error(event: str, detail: str) -> _Terminal:
