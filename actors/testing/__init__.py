@@ -1,40 +1,27 @@
 """Stress-test a session under random faults, interrupts and crashes (needs the ``test`` extra).
 
-See :func:`session_stress_machine`.
+See :func:`session_stress_machine` and :class:`SessionStressMachine`.
 """
 
-from ._machine import (
+from ._config import (
+    STATS as STATS,
+    STRESS_API_KEY as STRESS_API_KEY,
+    SessionFactory as SessionFactory,
+    SessionSpec as SessionSpec,
+    StressConfig as StressConfig,
+    StressStats as StressStats,
+    chaos_registry as chaos_registry,
+    default_session_factory as default_session_factory,
+)
+from ._faults import (
+    task_plans as task_plans,
+)
+from ._invariants import (
     FAILURES as FAILURES,
 )
 from ._machine import (
-    STATS as STATS,
-)
-from ._machine import (
-    STRESS_API_KEY as STRESS_API_KEY,
-)
-from ._machine import (
-    SessionFactory as SessionFactory,
-)
-from ._machine import (
-    SessionSpec as SessionSpec,
-)
-from ._machine import (
-    StressConfig as StressConfig,
-)
-from ._machine import (
-    StressStats as StressStats,
-)
-from ._machine import (
-    chaos_registry as chaos_registry,
-)
-from ._machine import (
-    default_session_factory as default_session_factory,
-)
-from ._machine import (
+    SessionStressMachine as SessionStressMachine,
     session_stress_machine as session_stress_machine,
-)
-from ._machine import (
-    task_plans as task_plans,
 )
 
 __all__ = [
@@ -48,5 +35,6 @@ __all__ = [
     "chaos_registry",
     "task_plans",
     "session_stress_machine",
+    "SessionStressMachine",
     "FAILURES",
 ]

@@ -1,0 +1,175 @@
+"""What a stress machine is built from: :class:`StressConfig`, the :class:`SessionSpec` a session
+factory is asked to open, the counters (:class:`StressStats`, :data:`STATS`) and the chaos tools
+(:func:`chaos_registry`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from kernel import FatalToolError, RespondToModel
+from kernel.testing import INJECTION_TEXTS
+
+from ..model import ModelSettings
+from ..session import Session, open_session
+from ..tools import ToolRegistry
+
+STRESS_API_KEY = "sk-test-STRESS-9f8e7d6c5b4a39281706"
+"""The API key the stress sessions use; the scripted server echoes it in error bodies and the
+machine checks it never shows up anywhere the kernel writes."""
+
+
+# =============================================================================================
+# Configuration and statistics
+# =============================================================================================
+
+
+@attrs.frozen
+class SessionSpec:
+    """What a session factory is asked to open."""
+
+    model: ModelSettings
+    tools: ToolRegistry
+    rollout: Path
+    resume: bool
+    max_retries: int
+    max_buffer: int
+
+
+SessionFactory = Callable[[SessionSpec], AbstractAsyncContextManager[Session]]
+"""Opens a session for a :class:`SessionSpec`: an async context manager yielding a
+:class:`~actors.session.Session` (so ``open_session`` with your own prompt config, tools…)."""
+
+
+def default_session_factory(spec: SessionSpec) -> AbstractAsyncContextManager[Session]:
+    """``open_session`` with the spec's model, tools, rollout, retry budget and buffer bound."""
+    return open_session(
+        model=spec.model,
+        tools=spec.tools,
+        rollout=spec.rollout,
+        resume=spec.resume,
+        max_retries=spec.max_retries,
+        max_buffer=spec.max_buffer,
+    )
+
+
+@attrs.define
+class StressStats:
+    """What the stress machines exercised (summed over every example of every machine)."""
+
+    examples: int = 0
+    steps: int = 0
+    tasks: int = 0
+    attempts: int = 0
+    outcomes: Counter[str] = attrs.field(factory=Counter)
+    faults_served: Counter[str] = attrs.field(factory=Counter)
+    tool_modes: Counter[str] = attrs.field(factory=Counter)
+    interrupts: Counter[str] = attrs.field(factory=Counter)
+    crashes: Counter[str] = attrs.field(factory=Counter)
+    acked_items_checked_after_crash: int = 0
+    repaired_calls: int = 0
+    torn_rollouts: int = 0
+    restarts: int = 0
+    subscribers: Counter[str] = attrs.field(factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready counts."""
+        return {k: dict(v) if isinstance(v, Counter) else v for k, v in attrs.asdict(self, recurse=False).items()}
+
+
+STATS = StressStats()
+"""Counts of everything the stress machines did in this process."""
+
+
+@attrs.frozen(kw_only=True)
+class StressConfig:
+    """How :func:`session_stress_machine` builds its machine.
+
+    ``session_factory`` opens your session (default: ``open_session``); ``tools`` are your own
+    tools, added to the chaos tools; ``tool_calls`` is a strategy of ``(name, arguments_json)``
+    the scripted model calls them with (their outputs, success or model-visible failure, are
+    checked like any other). ``wires``: the model protocols to draw from. ``max_retries``: the
+    range the retry budget is drawn from. ``step_count``: rules per example.
+    """
+
+    session_factory: SessionFactory = default_session_factory
+    tools: ToolRegistry | None = None
+    tool_calls: Any = None
+    wires: tuple[str, ...] = ("responses", "chat")
+    max_retries: tuple[int, int] = (0, 3)
+    idle_timeout: float = 0.2
+    backoff_scale: float = 0.01
+    task_timeout: float = 60.0
+    step_count: int = 12
+    api_key: str = STRESS_API_KEY
+    stats: StressStats = STATS
+    max_examples: int | None = None
+    """Examples per run; default: 30 % of the active Hypothesis profile's ``max_examples``."""
+
+
+# =============================================================================================
+# Chaos tools
+# =============================================================================================
+
+
+async def _chaos(mode: str, seconds: float, payload: str) -> str:
+    if seconds > 0:
+        await trio.sleep(min(seconds, 0.05))
+    else:
+        await trio.lowlevel.checkpoint()
+    if mode == "ok":
+        return payload
+    if mode == "respond":
+        raise RespondToModel(f"chaos refused: {payload}")
+    if mode == "fatal":
+        raise FatalToolError(f"chaos fatal: {payload}")
+    if mode == "boom":
+        raise ValueError(f"chaos boom: {payload}")
+    if mode == "hang":
+        await trio.sleep_forever()
+    if mode == "inject":
+        return payload + "".join(INJECTION_TEXTS)
+    return f"unknown mode {mode}"
+
+
+def chaos_registry(extra: ToolRegistry | None = None) -> ToolRegistry:
+    """The chaos tools — ``chaos`` (parallel-safe) and ``chaos_x`` (exclusive) — plus ``extra``.
+
+    Both take ``mode``: ``"ok"`` (returns ``payload``), ``"respond"`` (``RespondToModel``),
+    ``"fatal"`` (``FatalToolError``), ``"boom"`` (``ValueError``: a tool breaking its contract),
+    ``"hang"`` (never returns), ``"inject"`` (returns text that looks like rollout records and SSE
+    events); ``seconds`` sleeps first (at most 50 ms)."""
+    registry = ToolRegistry()
+
+    @registry.tool(parallel=True)
+    async def chaos(mode: str = "ok", seconds: float = 0.0, payload: str = "") -> str:
+        """A parallel-safe tool that misbehaves on request.
+
+        Args:
+            mode: ok, respond, fatal, boom, hang or inject.
+            seconds: Sleep this long first.
+            payload: Text to return.
+        """
+        return await _chaos(mode, seconds, payload)
+
+    @registry.tool(parallel=False)
+    async def chaos_x(mode: str = "ok", seconds: float = 0.0, payload: str = "") -> str:
+        """An exclusive tool that misbehaves on request.
+
+        Args:
+            mode: ok, respond, fatal, boom, hang or inject.
+            seconds: Sleep this long first.
+            payload: Text to return.
+        """
+        return await _chaos(mode, seconds, payload)
+
+    if extra is not None:
+        for t in extra:
+            registry.add(t)
+    return registry

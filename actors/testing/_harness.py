@@ -1,0 +1,410 @@
+"""The harness around a running session: the Trio thread every rule calls into, the records of
+one session generation (:class:`_Gen`: its attempts, tasks, events, crash), and the wrappers
+around the host's model client, history and event sink that fill them in."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import threading
+import warnings
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from kernel import (
+    Completed,
+    Event,
+    KernelError,
+    ResponseItem,
+    ToolCallFinished,
+    ToolCallStarted,
+    TurnAborted,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+)
+from kernel.prompt import Prompt
+
+from ..history import resume
+from ..model import ModelSettings
+from ..model._actor import _encode_body
+from ..scripted import Reply, ScriptedServer
+from ..session import Session, TurnHandle
+from ._faults import _TRIGGER_EVENTS, _ReplySpec, _Trigger
+
+_FINALS = (TurnCompleted, TurnAborted, TurnFailed)
+
+
+# =============================================================================================
+# The Trio thread
+# =============================================================================================
+
+
+class _TrioThread:
+    """One ``trio.run`` in a daemon thread; :meth:`call` runs an async function in it."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._exc: BaseException | None = None
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.nursery: trio.Nursery | None = None
+        self._thread = threading.Thread(target=self._main, name="stress-trio", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._exc is not None:
+            raise self._exc
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._amain)
+        except BaseException as exc:
+            self._exc = exc
+        finally:
+            self._ready.set()
+
+    async def _amain(self) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._exc is not None:
+            raise self._exc
+        return trio.from_thread.run(fn, *args, trio_token=self.token)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
+            self._thread.join(30)
+        if self._exc is not None:
+            raise self._exc
+
+
+def _all_tasks() -> list[trio.lowlevel.Task]:
+    out: list[trio.lowlevel.Task] = []
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is None:
+            continue
+        out.append(task)
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return out
+
+
+_PER_TURN_TASKS = re.compile(r"(TurnHost\._run_call|ToolActor\._run_call|ModelActor\._serve)$")
+
+
+# =============================================================================================
+# Instrumentation: what the machine sees of a running session
+# =============================================================================================
+
+
+@attrs.define(eq=False)
+class _Attempt:
+    turn_id: str | None
+    begin_seq: int
+    prompt: Prompt
+    expected: list[ResponseItem]
+    body: Any
+    started: float = 0.0
+    ended: float | None = None
+    completed: bool = False
+    outcome: str = "open"  # "completed" | error class name | "cancelled"
+    error: KernelError | None = None
+    end_seq: int | None = None  # when the outcome was decided
+
+
+@attrs.define(eq=False)
+class _Task:
+    tid: str
+    gen: int
+    replies: list[Reply]
+    specs: list[_ReplySpec]
+    base_index: int
+    trigger: _Trigger | None = None
+    handle: TurnHandle | None = None
+    started_seq: int | None = None
+    final_seq: int | None = None
+    interrupt_seq: int | None = None
+    interrupt_kind: str | None = None
+    fatal_seq: int | None = None
+    final_acked: bool = False  # the final event's write was acknowledged (publish returned)
+    crashed: bool = False
+    queued_interrupt: bool = False
+
+
+@attrs.define(eq=False)
+class _Crash:
+    kind: str
+    data: bytes | None
+    file_items: list[ResponseItem]
+    acked_size: int
+    task: _Task | None
+    decided: bool = False  # the turn had already published its final event
+
+
+@attrs.define(eq=False)
+class _Sub:
+    sub: Any
+    mode: str
+    attach_index: int
+    max_buffer: int
+    received: list[Event] = attrs.field(factory=list)
+    scope: trio.CancelScope | None = None
+    max_batch: int = 0
+
+
+@attrs.define(eq=False)
+class _Gen:
+    no: int
+    rollout: Path
+    resume: bool
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    close_requested: trio.Event = attrs.field(factory=trio.Event)
+    closed: trio.Event = attrs.field(factory=trio.Event)
+    server: ScriptedServer | None = None
+    settings: ModelSettings | None = None
+    session: Session | None = None
+    aux: trio.Nursery | None = None
+    base: list[ResponseItem] = attrs.field(factory=list)
+    file_items: list[ResponseItem] = attrs.field(factory=list)
+    acked: list[ResponseItem] = attrs.field(factory=list)
+    acked_size: int = 0
+    events: list[Event] = attrs.field(factory=list)
+    attempts: list[_Attempt] = attrs.field(factory=list)
+    tasks: dict[str, _Task] = attrs.field(factory=dict)
+    current: _Task | None = None
+    triggers: list[tuple[_Trigger, Callable[[], None]]] = attrs.field(factory=list)
+    counts: Counter[str] = attrs.field(factory=Counter)
+    seq: int = 0
+    crash: _Crash | None = None
+    error: BaseException | None = None
+    subs: list[_Sub] = attrs.field(factory=list)
+    max_batch: int = 0
+    baseline: set[int] = attrs.field(factory=set)
+    installed: list[Reply] = attrs.field(factory=list)
+    reply_owner: dict[int, _ReplySpec] = attrs.field(factory=dict)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def on_acked(self) -> None:
+        with contextlib.suppress(OSError):
+            self.acked_size = max(self.acked_size, os.stat(self.rollout).st_size)
+
+
+class _AckHistory:
+    """Wraps the host's history: an item counts as acknowledged once ``record()`` returned."""
+
+    def __init__(self, inner: Any, gen: _Gen) -> None:
+        self.inner = inner
+        self.gen = gen
+
+    async def record(self, items: Sequence[ResponseItem]) -> None:
+        items = list(items)
+        await self.inner.record(items)
+        self.gen.acked.extend(items)
+        self.gen.file_items.extend(items)
+        self.gen.on_acked()
+
+    async def prompt_input(self) -> list[ResponseItem]:
+        result: list[ResponseItem] = await self.inner.prompt_input()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _AttemptIterator:
+    def __init__(self, inner: Any, attempt: _Attempt, gen: _Gen) -> None:
+        self.inner = inner
+        self.attempt = attempt
+        self.gen = gen
+
+    def __aiter__(self) -> _AttemptIterator:
+        return self
+
+    async def __anext__(self) -> Sequence[Any]:
+        attempt = self.attempt
+        try:
+            batch: Sequence[Any] = await self.inner.__anext__()
+        except StopAsyncIteration:
+            attempt.outcome = "completed" if attempt.completed else "StreamError"
+            raise
+        except KernelError as exc:
+            attempt.outcome = type(exc).__name__
+            attempt.error = exc
+            attempt.end_seq = self.gen.next_seq()
+            raise
+        for event in batch:
+            if type(event) is Completed:
+                attempt.completed = True
+                attempt.end_seq = self.gen.next_seq()
+        return batch
+
+
+class _RecordingClient:
+    """Wraps the host's model client: records every attempt, its prompt and its outcome."""
+
+    def __init__(self, inner: Any, gen: _Gen) -> None:
+        self.inner = inner
+        self.gen = gen
+
+    @asynccontextmanager
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Any]:
+        gen = self.gen
+        assert gen.settings is not None
+        attempt = _Attempt(
+            gen.current.tid if gen.current is not None else None,
+            gen.next_seq(),
+            prompt,
+            gen.base + gen.acked,
+            json.loads(_encode_body(gen.settings, prompt)),
+        )
+        async with self.inner.stream(prompt) as batches:
+            # counted only once handed to the transport
+            gen.attempts.append(attempt)
+            attempt.started = trio.current_time()
+            try:
+                yield _AttemptIterator(batches, attempt, gen)
+            finally:
+                attempt.ended = trio.current_time()
+                if attempt.end_seq is None:
+                    attempt.end_seq = gen.next_seq()
+                if attempt.outcome == "open":
+                    attempt.outcome = "completed" if attempt.completed else "cancelled"
+
+
+class _WatchingSink:
+    """Wraps the host's event sink: logs every event, fires triggers, tracks acked file size."""
+
+    def __init__(self, inner: Any, gen: _Gen) -> None:
+        self.inner = inner
+        self.gen = gen
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        gen = self.gen
+        events = list(events)
+        gen.max_batch = max(gen.max_batch, len(events))
+        for sub in gen.subs:
+            sub.max_batch = max(sub.max_batch, len(events))
+        for event in events:
+            seq = gen.next_seq()
+            gen.events.append(event)
+            kind = type(event)
+            if isinstance(event, TurnStarted):
+                task = gen.tasks.get(event.turn_id)
+                gen.current = task
+                if task is not None:
+                    task.started_seq = seq
+            elif isinstance(event, ToolCallFinished) and event.status == "fatal":
+                if gen.current is not None and gen.current.fatal_seq is None:
+                    gen.current.fatal_seq = seq
+            elif isinstance(event, _FINALS):
+                task = gen.tasks.get(event.turn_id)
+                if task is not None:
+                    task.final_seq = seq
+                gen.current = None
+            gen.counts[kind.__name__] += 1
+            if gen.triggers:
+                self._fire(event)
+        await self.inner.publish(events)
+        if any(e.lifecycle for e in events):
+            gen.on_acked()
+            for event in events:
+                if isinstance(event, _FINALS):
+                    done = gen.tasks.get(event.turn_id)
+                    if done is not None:
+                        done.final_acked = True
+
+    def _fire(self, event: Event) -> None:
+        gen = self.gen
+        keep = []
+        for trigger, action in gen.triggers:
+            hit = False
+            if trigger.on == "hang":
+                hit = isinstance(event, ToolCallStarted) and '"mode": "hang"' in getattr(event.item, "arguments", "")
+            elif isinstance(event, _TRIGGER_EVENTS[trigger.on]):
+                gen.counts["trigger:" + trigger.on] += 1
+                hit = gen.counts["trigger:" + trigger.on] == trigger.nth
+            if not hit:
+                keep.append((trigger, action))
+                continue
+            if trigger.delay is None:
+                action()
+            else:
+                assert gen.aux is not None
+                gen.aux.start_soon(_after, trigger.delay, action)
+        gen.triggers = keep
+
+
+async def _after(delay: float, action: Callable[[], None]) -> None:
+    await trio.sleep(delay)
+    action()
+
+
+def _task_of(body: Any) -> str | None:
+    found = re.findall(r"task (g\d+t\d+):", json.dumps(body))
+    return found[-1] if found else None
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, out: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out.append(record)
+
+
+def _format(record: logging.LogRecord) -> str:
+    try:
+        text = record.getMessage()
+    except Exception:
+        text = str(record.msg)
+    if record.exc_info:
+        text += logging.Formatter().formatException(record.exc_info)
+    return text
+
+
+def _quiet_resume(path: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return resume(path)
+
+
+async def _call_sync(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+async def _trickle(entry: _Sub) -> None:
+    assert entry.scope is not None
+    with entry.scope:
+        try:
+            async for batch in entry.sub.batches():
+                entry.received.extend(batch)
+                await trio.sleep(0.003)
+        except trio.ClosedResourceError:
+            pass
