@@ -33,7 +33,7 @@ from kernel.prompt import Prompt
 from kernel.stream import ModelEvent
 
 from ._http_sse import HttpSseTransport
-from ._wire import encode_body, endpoint_path, new_decoder, request_body
+from ._wire import endpoint_path, new_decoder, request_body
 from .transport import ModelTransport, StreamRequest
 
 __all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "open_model_actor"]
@@ -251,6 +251,3 @@ async def open_model_actor(
             yield actor
         finally:
             nursery.cancel_scope.cancel()
-
-
-_encode_body = encode_body  # transitional: actors.testing imports it from here until it moves to _wire

@@ -36,7 +36,7 @@ from kernel.prompt import Prompt
 
 from ..history import resume
 from ..model import ModelSettings
-from ..model._actor import _encode_body
+from ..model._wire import encode_body
 from ..scripted import Reply, ScriptedServer
 from ..session import Session, TurnHandle
 from ._faults import _TRIGGER_EVENTS, _ReplySpec, _Trigger
@@ -276,7 +276,7 @@ class _RecordingClient:
             gen.next_seq(),
             prompt,
             gen.base + gen.acked,
-            json.loads(_encode_body(gen.settings, prompt)),
+            json.loads(encode_body(gen.settings, prompt)),
         )
         async with self.inner.stream(prompt) as batches:
             # counted only once handed to the transport
