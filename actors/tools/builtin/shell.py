@@ -25,33 +25,47 @@ How a command runs:
   however much a command prints.
 * A program that cannot start is not a crash: exit code 127 (not found) or 126 (not executable)
   with the error as output.
-* Secrets stay out of the child: its environment is this process's minus every variable whose
-  name ends with ``_API_KEY``, ``_TOKEN`` or ``_SECRET`` (or is ``API_KEY``, ``TOKEN``,
-  ``SECRET``), case-insensitively — unless ``env`` is given, which is then the child's whole
-  environment.
+* Secrets stay out of the child: its environment is built by an
+  :class:`~actors.tools.sandbox.EnvironmentPolicy` (default: this process's, minus every variable
+  whose whole name matches ``*KEY*``, ``*SECRET*``, ``*TOKEN*``, ``*PASS*``, ``*CREDENTIAL*``,
+  ``*AUTH*``… or whose value is a URL with a password) — unless ``env`` is given, which is then the
+  child's whole environment.
+* The command runs in a sandbox (:mod:`actors.tools.sandbox`; default ``workspace-write``: it may
+  write only the workspace, minus its ``.git``, and a private ``/tmp``; no network; nothing it starts
+  outlives it; no other process's ``/proc`` is visible). ``danger-full-access`` runs it as before,
+  unconfined.
 * With ``approvals``, every call is checked first (an ``"exec"`` :class:`~actors.tools.approvals.ApprovalRequest`);
-  a refusal is a model-visible error and nothing runs.
-
-The tool confines the working directory, not the command: it is not a sandbox.
+  a refusal is a model-visible error and nothing runs. Approvals are layered on the sandbox as in
+  codex: a call with ``with_escalated_permissions`` asks to run *outside* the sandbox (never granted
+  under ``never``); ``on-request`` asks nothing else; ``untrusted`` asks before anything off its
+  strict read-only list (approved, it still runs in the sandbox). When the sandbox probably denied a
+  command (it failed with "Read-only file system", "Permission denied", an unreachable network…)
+  and an approver can be asked, the user is offered to re-run it outside; otherwise the model is told
+  the sandbox blocked it and how to ask.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
+import attrs
 import trio
 
 from kernel.tools import RespondToModel
 
 from .._registry import Tool, tool
-from ..approvals import ApprovalRequest, Approvals
+from ..approvals import ApprovalPolicy, ApprovalRequest, Approvals
+from ..sandbox import EnvironmentPolicy, Sandbox, SandboxMode, SandboxPolicy
+from ..sandbox._denial import likely_denied
 
 __all__ = ["make_shell_tool", "scrub_environment", "TIMEOUT_EXIT_CODE", "SECRET_SUFFIXES"]
 
@@ -59,7 +73,8 @@ TIMEOUT_EXIT_CODE: Final = 124
 """The exit code reported for a command that timed out (as ``timeout(1)`` does)."""
 
 SECRET_SUFFIXES: Final = ("_API_KEY", "_TOKEN", "_SECRET")
-"""Environment variables whose (upper-cased) names end with these never reach a command."""
+"""Kept for compatibility: names ending with these are among what :func:`scrub_environment` drops
+(it drops far more now: see :data:`~actors.tools.sandbox.DEFAULT_EXCLUDES`)."""
 
 _DRAIN_GRACE: Final = 0.25
 """After the command exits, how long to wait for the rest of its output (background processes
@@ -75,16 +90,9 @@ _DESCRIPTION: Final = (
 
 
 def scrub_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A copy of ``environ`` (default: ``os.environ``) without secrets: variables whose upper-cased
-    name ends with one of :data:`SECRET_SUFFIXES` or equals ``API_KEY``, ``TOKEN`` or ``SECRET``."""
-    source = os.environ if environ is None else environ
-    out: dict[str, str] = {}
-    for key, value in source.items():
-        upper = key.upper()
-        if upper.endswith(SECRET_SUFFIXES) or upper in ("API_KEY", "TOKEN", "SECRET"):
-            continue
-        out[key] = value
-    return out
+    """A copy of ``environ`` (default: ``os.environ``) without secrets, as the default
+    :class:`~actors.tools.sandbox.EnvironmentPolicy` builds it."""
+    return EnvironmentPolicy().build(environ)
 
 
 def make_shell_tool(
@@ -96,16 +104,22 @@ def make_shell_tool(
     max_output_lines: int = 256,
     env: Mapping[str, str] | None = None,
     name: str = "shell",
+    sandbox: SandboxPolicy | SandboxMode | str = SandboxMode.WORKSPACE_WRITE,
+    env_policy: EnvironmentPolicy | None = None,
 ) -> Tool:
     """The ``shell`` tool for ``workspace`` (see the module docstring for what it does).
 
-    ``approvals`` is consulted before every command (none: everything runs).
-    ``default_timeout`` (seconds) applies when the call gives no ``timeout_ms``.
-    ``max_output_bytes`` / ``max_output_lines`` cap the output shown to the model.
-    ``env`` replaces the child's environment (default: this process's, secrets removed — read
-    when each command starts). ``name`` is the tool's name.
+    ``approvals`` is consulted before every command (none: nothing is ever asked, and nothing runs
+    outside the sandbox). ``default_timeout`` (seconds) applies when the call gives no
+    ``timeout_ms``. ``max_output_bytes`` / ``max_output_lines`` cap the output shown to the model.
+    ``sandbox``: the :class:`~actors.tools.sandbox.SandboxPolicy` (or its mode's name) commands run
+    under. ``env_policy`` builds the child's environment from this process's when each command
+    starts (default: :class:`~actors.tools.sandbox.EnvironmentPolicy()`); ``env`` replaces it with
+    exactly the given mapping. ``name`` is the tool's name.
 
-    Raises :class:`ValueError` if ``workspace`` is not a directory or a limit is not positive.
+    Raises :class:`ValueError` if ``workspace`` is not a directory or a limit is not positive, and
+    :class:`~actors.tools.sandbox.SandboxUnavailable` if the policy needs a sandbox this machine
+    cannot provide.
     """
     root = Path(os.path.realpath(workspace))
     if not root.is_dir():
@@ -115,6 +129,8 @@ def make_shell_tool(
     if max_output_bytes < 2 or max_output_lines < 2:
         raise ValueError("max_output_bytes and max_output_lines must be at least 2")
     fixed_env = dict(env) if env is not None else None
+    environment = env_policy if env_policy is not None else EnvironmentPolicy()
+    box = Sandbox.for_workspace(sandbox, root)
     tool_name = name
 
     async def shell(
@@ -141,27 +157,99 @@ def make_shell_tool(
         if timeout_ms is not None and timeout_ms <= 0:
             raise RespondToModel(f"timeout_ms must be a positive number of milliseconds, not {timeout_ms}")
         timeout = default_timeout if timeout_ms is None else timeout_ms / 1000.0
-        if approvals is not None:
-            await approvals.check(
-                ApprovalRequest(
-                    kind="exec",
-                    tool=tool_name,
-                    command=tuple(command),
-                    cwd=str(cwd),
-                    escalated=with_escalated_permissions,
-                    justification=justification,
-                )
-            )
-        child_env = fixed_env if fixed_env is not None else scrub_environment()
-        exit_code, output, duration = await _run_command(
-            list(command), cwd, child_env, timeout, max_output_bytes, max_output_lines
+        request = ApprovalRequest(
+            kind="exec",
+            tool=tool_name,
+            command=tuple(command),
+            cwd=str(cwd),
+            escalated=with_escalated_permissions,
+            justification=justification,
         )
+        outside = not box.policy.confined
+        if with_escalated_permissions and box.policy.confined:
+            if approvals is None or approvals.policy is ApprovalPolicy.NEVER:
+                raise RespondToModel(
+                    "running outside the sandbox is not available (approval policy: never): "
+                    f"run the command without with_escalated_permissions; it runs in the {box.policy.mode.value} sandbox"
+                )
+            outside = True  # approved just below, or refused there
+        if approvals is not None:
+            await approvals.check(request)
+        child_env = fixed_env if fixed_env is not None else environment.build()
+
+        async def run_it(unconfined: bool) -> tuple[int, str, float]:
+            if unconfined:
+                argv = list(command)
+            else:  # the sandbox reports a missing program as its own failure: say it as a shell would
+                cannot = _cannot_start(command[0], cwd, child_env)
+                if cannot is not None:
+                    return cannot[0], cannot[1], 0.0
+                with tempfile.TemporaryDirectory(prefix="agent-kernel-tmp-") as tmp:
+                    env = child_env if fixed_env is not None else {**child_env, "TMPDIR": tmp}
+                    argv = box.wrap(command, cwd, env, Path(tmp))
+                    return await _run_command(argv, cwd, env, timeout, max_output_bytes, max_output_lines)
+            return await _run_command(argv, cwd, child_env, timeout, max_output_bytes, max_output_lines)
+
+        exit_code, output, duration = await run_it(outside)
+        if not outside and likely_denied(exit_code, output):
+            exit_code, output, duration = await _after_denial(
+                box, approvals, request, (exit_code, output, duration), run_it
+            )
         return json.dumps(
             {"output": output, "metadata": {"exit_code": exit_code, "duration_seconds": round(duration, 1)}},
             ensure_ascii=False,
         )
 
     return tool(shell, name=name, description=_DESCRIPTION, parallel=False)
+
+
+async def _after_denial(
+    box: Sandbox,
+    approvals: Approvals | None,
+    request: ApprovalRequest,
+    result: tuple[int, str, float],
+    run_it: Callable[[bool], Awaitable[tuple[int, str, float]]],
+) -> tuple[int, str, float]:
+    """The sandbox probably denied the command: offer the user to re-run it outside (when an
+    approver can be asked), else tell the model what happened and how to ask."""
+    exit_code, output, duration = result
+    if approvals is not None and approvals.approver is not None and approvals.policy is not ApprovalPolicy.NEVER:
+        retry = attrs.evolve(
+            request,
+            escalated=True,
+            reason=f"the {box.policy.mode.value} sandbox blocked it (exit {exit_code}); run it again outside the sandbox?",
+        )
+        try:
+            await approvals.check(retry)
+        except RespondToModel:
+            pass  # declined: report the denial below
+        else:
+            return await run_it(True)
+    if output and not output.endswith("\n"):
+        output += "\n"
+    output += (
+        f"[sandbox] the command probably failed because the {box.policy.mode.value} sandbox blocked it "
+        "(writes outside the workspace, to .git, or the network). If it is needed, call again with "
+        "with_escalated_permissions: true and a justification to ask the user to run it outside the sandbox.\n"
+    )
+    return exit_code, output, duration
+
+
+def _cannot_start(program: str, cwd: Path, env: Mapping[str, str]) -> tuple[int, str] | None:
+    """(exit code, message) when ``program`` cannot be started as given (127 not found, 126 not
+    executable), as ``_run_command`` reports it for an unsandboxed start; ``None`` when it can."""
+    if "/" in program:
+        path = str(cwd / program)
+        if not os.path.exists(path):
+            return 127, f"{program}: command not found\n"
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+        if found is None:
+            return 127, f"{program}: command not found\n"
+        path = found
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        return 126, f"{program}: permission denied (not executable)\n"
+    return None
 
 
 def _resolve_workdir(root: Path, workdir: str | None) -> Path:

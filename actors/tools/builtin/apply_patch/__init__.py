@@ -29,9 +29,14 @@ Three layers:
   header ``@@ -12,7 +12,8 @@ text`` counts as ``@@ text``, and a ``*** Move to:`` without
   chunks is a pure rename.
 
-* :func:`apply_patch` (synchronous) applies a patch to a workspace directory. Every path must be
-  relative and stay inside the workspace: absolute paths, ``..`` escapes and symbolic links (in any
-  component, the file itself included) that resolve outside the root are refused, naming the path.
+* :func:`apply_patch` (synchronous) applies a patch to a workspace directory, writing only where
+  the sandbox policy (the shell's: :class:`~actors.tools.sandbox.SandboxPolicy`) lets commands
+  write. Every path must be relative and stay inside the workspace: absolute paths, ``..`` escapes
+  and symbolic links (in any component, the file itself included) that resolve outside the root are
+  refused, naming the path. Under ``workspace-write`` (the default) a path may also lead into one of
+  the policy's ``writable_roots`` (there an absolute path is accepted too), and a path in a root's
+  ``.git`` is refused; ``danger-full-access`` keeps to the workspace, ``.git`` included;
+  ``read-only`` refuses every patch.
   It is all or nothing: every hunk is first verified against the files' current contents and every
   new content computed in memory (the hunks see the effect of earlier hunks of the same patch); an
   Update or Delete of a missing file, an Add of an existing one, or a chunk whose lines are not
@@ -40,7 +45,9 @@ Three layers:
   temporary file in its own directory and moved into place with :func:`os.replace` (atomic per
   file), parent directories are created for adds and moves, and deletions come last; if anything
   fails midway, the files already written are restored from in-memory backups (content, mode and
-  times) and the directories created are removed, so the workspace ends as it was.
+  times) and the directories created are removed, so the workspace ends as it was. Writing follows
+  no symbolic link: directories are opened from the root down with ``O_NOFOLLOW`` and files handled
+  relative to them, so a link swapped in after the check makes the write fail, not escape.
 
   Matching follows codex's ``seek_sequence``: exact, then ignoring trailing whitespace, then
   ignoring surrounding whitespace, then also mapping typographic dashes, quotes and spaces to ASCII.

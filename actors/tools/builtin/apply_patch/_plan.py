@@ -1,22 +1,27 @@
 """Planning: :class:`Plan` verifies every hunk against a virtual view of the workspace (paths
-confined to the root, files present or absent as the hunk needs, chunks matching) and computes
-every new content in memory, before anything is written."""
+confined to where the sandbox policy lets a patch write, files present or absent as the hunk needs,
+chunks matching) and computes every new content in memory, before anything is written."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
+from pathlib import Path
 from typing import Final, Literal
 
 import attrs
 
+from ...sandbox import SandboxMode, SandboxPolicy
+from ...sandbox._policy import PROTECTED_NAMES
 from ._match import apply_chunks
 from ._values import AddFile, DeleteFile, Hunk, PatchError, UpdateFile
 
 __all__ = ["Plan", "Disk", "Text", "inside"]
 
 _BOM: Final = b"\xef\xbb\xbf"
+_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
 @attrs.frozen
@@ -91,17 +96,44 @@ def _read_disk(path: str) -> Disk:
         return Disk("dir", mode=st.st_mode, times=times)
     if not stat.S_ISREG(st.st_mode):
         return Disk("other", mode=st.st_mode, times=times)
-    with open(path, "rb") as fh:
+    try:  # no link or FIFO swapped in since the lstat is followed or waited on
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        return Disk("other", mode=st.st_mode, times=times)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return Disk("other", mode=st.st_mode, times=times)
         data = fh.read()
-    return Disk("file", data, st.st_mode, times)
+    return Disk("file", data, st.st_mode, (st.st_atime_ns, st.st_mtime_ns))
+
+
+def _outside(resolved: str, roots: tuple[str, ...]) -> str:
+    extra = roots[1:]
+    where = f"the workspace root {roots[0]}"
+    if extra:
+        where += f" and the writable roots {', '.join(extra)}"
+    return f"outside {where}"
 
 
 class Plan:
     """Verifies the hunks against a virtual view of the workspace (``state``) and keeps what was on
-    disk before (``disk``: the backups); :func:`~._apply.commit` writes it."""
+    disk before (``disk``: the backups); :func:`~._apply.commit` writes it.
 
-    def __init__(self, root: str) -> None:
+    ``root`` is the workspace (symbolic links resolved); ``policy`` says where a patch may write:
+    ``workspace-write`` (the default) the workspace and the policy's ``writable_roots`` but never a
+    root's ``.git``; ``danger-full-access`` the workspace, ``.git`` included; ``read-only`` nowhere.
+    ``roots`` are the directories paths may resolve into, the workspace first."""
+
+    def __init__(self, root: str, policy: SandboxPolicy | None = None) -> None:
         self.root = root
+        self.policy = policy if policy is not None else SandboxPolicy()
+        roots = [root]
+        if self.policy.mode is SandboxMode.WORKSPACE_WRITE:
+            roots.extend(str(r) for r in self.policy.writable_roots if str(r) not in roots)
+        self.roots: tuple[str, ...] = tuple(roots)
         self.disk: dict[str, Disk] = {}
         self.state: dict[str, Text | None] = {}  # virtual content; None: absent
         self.names: dict[str, str] = {}
@@ -111,15 +143,33 @@ class Plan:
 
     # --- paths ------------------------------------------------------------------------------
 
+    def root_of(self, path: str) -> str | None:
+        """The innermost of ``roots`` that holds the resolved ``path`` (``None``: none does)."""
+        best: str | None = None
+        for root in self.roots:
+            if inside(path, root) and (best is None or len(root) > len(best)):
+                best = root
+        return best
+
     def resolve(self, raw: str, line: int) -> _Target:
-        """Where the patch path ``raw`` (of patch line ``line``) is; refused unless it is relative
-        and stays inside the root, symbolic links resolved."""
+        """Where the patch path ``raw`` (of patch line ``line``) is; refused unless it stays inside
+        the roots the policy lets a patch write (symbolic links resolved) and out of their ``.git``.
+        A relative path is taken from the workspace; an absolute one only names a place inside a root."""
         if "\0" in raw:
             at = f" (patch line {line})" if line else ""
             raise PatchError(f"refused path {raw!r}{at}: it contains a NUL character", line=line or None, path=raw)
-        if os.path.isabs(raw) or raw.startswith(("/", "\\")) or _DRIVE.match(raw):
-            raise _refused(raw, line, "absolute paths are not allowed; use a path relative to the workspace root")
+        if self.policy.mode is SandboxMode.READ_ONLY:
+            raise _refused(raw, line, "the read-only sandbox policy allows no file changes; nothing was changed")
         root = self.root
+        if (
+            raw.startswith("\\")
+            or _DRIVE.match(raw)
+            or (os.path.isabs(raw) and self.root_of(os.path.realpath(raw)) is None)
+        ):
+            roots = "" if len(self.roots) == 1 else f" (or an absolute path inside {', '.join(self.roots[1:])})"
+            raise _refused(
+                raw, line, f"absolute paths are not allowed; use a path relative to the workspace root{roots}"
+            )
         joined = os.path.join(root, raw)
         head, name = os.path.split(joined)
         if name in ("", ".", ".."):
@@ -127,23 +177,49 @@ class Plan:
         parent = os.path.realpath(head)
         real = os.path.realpath(joined)
         for resolved in (parent, real):
-            if not inside(resolved, root):
-                how = " through a symbolic link" if inside(os.path.normpath(joined), root) else ""
+            if self.root_of(resolved) is None:
+                normal = os.path.normpath(joined)
+                how = " through a symbolic link" if self.root_of(normal) is not None else ""
                 raise _refused(
-                    raw, line, f"it resolves{how} to {resolved}, outside the workspace root {root}; nothing was changed"
+                    raw, line, f"it resolves{how} to {resolved}, {_outside(resolved, self.roots)}; nothing was changed"
                 )
-        if real == root:
-            raise _refused(raw, line, "it is the workspace root")
+        if real in self.roots:
+            what = "the workspace root" if real == root else f"the writable root {real}"
+            raise _refused(raw, line, f"it is {what}")
         entry = os.path.join(parent, name)
+        for path in (entry, real):
+            protected = self._protected(path)
+            if protected is not None:
+                raise _refused(raw, line, protected)
         target = _Target(raw, real, entry, os.path.islink(entry))
         self.names.setdefault(real, raw)
         self.names.setdefault(entry, raw)
         return target
 
+    def _protected(self, path: str) -> str | None:
+        """Why the policy refuses a write to the resolved ``path`` inside a root (it is in the
+        ``.git`` of a root, any root that holds it, as the shell's sandbox binds each read-only);
+        ``None`` when it allows it."""
+        if self.policy.mode is SandboxMode.DANGER_FULL_ACCESS:
+            return None
+        for root in self.roots:
+            if not inside(path, root) or path == root:
+                continue
+            top = os.path.relpath(path, root).split(os.sep)[0]
+            if top in PROTECTED_NAMES:
+                shown = top if root == self.root else os.path.join(root, top)
+                return (
+                    f"it is inside '{shown}', which the {self.policy.mode.value} sandbox policy keeps "
+                    "read-only (a change there could run code the next time git runs); nothing was changed"
+                )
+        if not self.policy.may_write(Path(self.root), Path(path)):
+            return f"the {self.policy.mode.value} sandbox policy does not allow writing {path}; nothing was changed"
+        return None
+
     def check_parents(self, target: _Target, line: int) -> None:
         """Every ancestor directory that exists is a directory (and not a file of this patch)."""
         parent = os.path.dirname(target.real)
-        while inside(parent, self.root) and parent != self.root:
+        while self.root_of(parent) is not None and parent not in self.roots:
             if self.state.get(parent) is not None:
                 raise PatchError(
                     f"cannot write '{target.display}' (patch line {line}): its parent "
@@ -155,13 +231,17 @@ class Plan:
             if d.kind == "dir":
                 return
             if d.kind != "missing":
-                rel = os.path.relpath(parent, self.root)
+                rel = self.display(parent)
                 raise PatchError(
                     f"cannot write '{target.display}' (patch line {line}): '{rel}' is not a directory",
                     line=line or None,
                     path=target.display,
                 )
             parent = os.path.dirname(parent)
+
+    def display(self, path: str) -> str:
+        """``path`` as a patch would name it: relative to the workspace when inside it."""
+        return os.path.relpath(path, self.root) if inside(path, self.root) else path
 
     # --- contents ---------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -13,10 +14,11 @@ import trio
 
 from actors.tools._registry import Tool, freeform_tool
 from actors.tools.approvals import ApprovalRequest, Approvals
+from actors.tools.sandbox import SandboxMode, SandboxPolicy
 from kernel.items import FreeformToolFormat
 from kernel.tools import RespondToModel
 
-from ._apply import apply_patch
+from ._apply import apply_patch, as_policy, read_only_refusal
 from ._parse import APPLY_PATCH_LARK_GRAMMAR, parse_patch
 from ._values import PatchError
 
@@ -75,6 +77,20 @@ class ApprovalChecker(Protocol):
     async def check(self, request: ApprovalRequest) -> Any: ...
 
 
+def _description(policy: SandboxPolicy) -> str:
+    """:data:`APPLY_PATCH_DESCRIPTION`, plus what ``policy`` allows when that is not just the
+    workspace."""
+    if policy.mode is SandboxMode.READ_ONLY:
+        return APPLY_PATCH_DESCRIPTION + "\n- The sandbox policy is read-only: every patch is refused."
+    if policy.mode is SandboxMode.WORKSPACE_WRITE and policy.writable_roots:
+        roots = ", ".join(str(r) for r in policy.writable_roots)
+        return (
+            APPLY_PATCH_DESCRIPTION + f"\n- Besides the workspace you may write inside {roots} (name files there "
+            "by absolute path). No .git directory may be changed."
+        )
+    return APPLY_PATCH_DESCRIPTION
+
+
 def _model_error(exc: PatchError) -> str:
     text = str(exc)
     if not exc.changed and "nothing was changed" not in text:
@@ -87,6 +103,7 @@ def make_apply_patch_tool(
     *,
     approvals: Approvals | ApprovalChecker | None = None,
     name: str = "apply_patch",
+    sandbox: SandboxPolicy | SandboxMode | str = SandboxMode.WORKSPACE_WRITE,
 ) -> Tool:
     """The ``apply_patch`` freeform tool for ``workspace``.
 
@@ -101,8 +118,16 @@ def make_apply_patch_tool(
     cancellation: a patch is written whole or rolled back). A :class:`PatchError` becomes
     :class:`~kernel.RespondToModel`. The output is the JSON text ``{"output": summary,
     "metadata": {"exit_code": 0, "duration_seconds": seconds}}``.
+
+    ``sandbox`` is the shell's policy (:class:`~actors.tools.sandbox.SandboxPolicy`, or a mode or
+    its name), applied to writes: under ``read-only`` every patch is refused before anyone is
+    asked; under ``workspace-write`` (the default) a patch writes only inside the workspace and the
+    policy's ``writable_roots``, and one touching a root's ``.git`` is refused whole;
+    ``danger-full-access`` writes inside the workspace (``.git`` included), never outside it.
+    Raises :class:`ValueError` for an unknown mode.
     """
     root = Path(workspace)
+    policy = as_policy(sandbox)
 
     async def apply_patch_tool(input: str) -> str:
         started = time.monotonic()
@@ -110,12 +135,14 @@ def make_apply_patch_tool(
             patch = parse_patch(input)
         except PatchError as exc:
             raise RespondToModel(_model_error(exc)) from None
+        if policy.mode is SandboxMode.READ_ONLY:
+            raise RespondToModel(f"{name}: {read_only_refusal(patch)}")
         if approvals is not None:
             request = ApprovalRequest(kind="patch", tool=name, paths=patch.paths(), patch=patch.text)
             if await approvals.check(request) is False:
                 raise RespondToModel(f"{name}: the patch was not approved; no files were changed")
         try:
-            result = await trio.to_thread.run_sync(apply_patch, root, patch)
+            result = await trio.to_thread.run_sync(functools.partial(apply_patch, root, patch, sandbox=policy))
         except PatchError as exc:
             raise RespondToModel(_model_error(exc)) from None
         duration = round(time.monotonic() - started, 1)
@@ -127,7 +154,7 @@ def make_apply_patch_tool(
     return freeform_tool(
         apply_patch_tool,
         name=name,
-        description=APPLY_PATCH_DESCRIPTION,
+        description=_description(policy),
         format=FreeformToolFormat(type="grammar", syntax="lark", definition=APPLY_PATCH_LARK_GRAMMAR),
         parallel=False,
     )
