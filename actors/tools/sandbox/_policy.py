@@ -79,11 +79,14 @@ class SandboxPolicy:
         a protected directory (``.git`` at a root's top). Used by ``apply_patch``."""
         if self.mode is SandboxMode.DANGER_FULL_ACCESS:
             return True
+        inside = False
         for root in self.writable(workspace):
             if path == root or root in path.parents:
                 rel = path.relative_to(root).parts
-                return not (rel and rel[0] in PROTECTED_NAMES)
-        return False
+                if rel and rel[0] in PROTECTED_NAMES:
+                    return False  # protected under any root that holds it (as bubblewrap binds them)
+                inside = True
+        return inside
 
 
 PROTECTED_NAMES = (".git",)
