@@ -1,14 +1,24 @@
 """Approvals: when a built-in tool must ask before it acts, and who answers.
 
 An :class:`Approvals` object pairs an :class:`ApprovalPolicy` with an :data:`Approver` — an async
-callable the embedding application implements (a terminal prompt, a UI dialog, a rule engine):
+callable the embedding application implements (a terminal prompt, a UI dialog, a rule engine).
 
-* ``ApprovalPolicy.NEVER`` — never ask: every command and patch runs.
-* ``ApprovalPolicy.UNTRUSTED`` — ask before any command that is not on the conservative read-only
-  allow list (:func:`is_read_only_command`), before every patch, and whenever a tool call asks for
-  escalated permissions.
-* ``ApprovalPolicy.ON_REQUEST`` — ask only when the tool call itself asks for it (the shell tool's
-  ``with_escalated_permissions: true`` argument, usually with a ``justification``).
+Approvals are layered on the sandbox, as in codex. The shell tool runs every command inside its
+sandbox (:mod:`actors.tools.sandbox`; by default ``workspace-write``: writes only to the workspace
+and a private ``/tmp``, no network); the policy decides when to *ask* — before running a command at
+all, and before running one *outside* the sandbox:
+
+* ``ApprovalPolicy.ON_REQUEST`` (the usual default) — commands run in the sandbox without asking;
+  asks only when a call asks to run outside it (the shell tool's ``with_escalated_permissions:
+  true``, usually with a ``justification``), or to re-run outside a command the sandbox blocked.
+* ``ApprovalPolicy.UNTRUSTED`` — asks before every command that is not on a strict read-only allow
+  list (:func:`is_read_only_command`), before every patch, and before anything runs outside the
+  sandbox. An approved command still runs in the sandbox unless it asked to leave it.
+* ``ApprovalPolicy.NEVER`` — never asks, and nothing leaves the sandbox: the shell tool refuses
+  ``with_escalated_permissions`` itself, before approvals are consulted.
+
+So the sandbox confines what a command does, approved or not; approvals add a human decision on
+top (and are the only guard under ``danger-full-access``, where the sandbox is off).
 
 Tools describe what they are about to do as an :class:`ApprovalRequest` and ``await
 approvals.check(request)`` before doing it. A refusal raises :class:`~kernel.RespondToModel`: the
@@ -25,9 +35,6 @@ Example::
 
     approvals = Approvals(ApprovalPolicy.UNTRUSTED, ask_user)
     shell = make_shell_tool("/path/to/workspace", approvals=approvals)
-
-The policies decide *when to ask*; they are not a sandbox. Nothing here confines what an approved
-(or never-asked) command does.
 """
 
 from __future__ import annotations
@@ -52,15 +59,22 @@ __all__ = [
 
 
 class ApprovalPolicy(str, enum.Enum):
-    """When a tool asks before it acts (the values are the command-line spellings)."""
+    """When a tool asks before it acts (the values are the command-line spellings).
+
+    Layered on the shell tool's sandbox (:mod:`actors.tools.sandbox`): the sandbox confines every
+    command; the policy says when a human is asked first, and whether a command may leave it.
+    """
 
     NEVER = "never"
-    """Never ask: run every command and apply every patch."""
+    """Never ask: every command runs in the sandbox and every patch is applied; a call asking to
+    run outside the sandbox is refused (by the shell tool)."""
     UNTRUSTED = "untrusted"
-    """Ask before any command not on the read-only allow list, before every patch, and whenever
-    a call asks for escalated permissions."""
+    """Ask before any command not on the strict read-only allow list (:func:`is_read_only_command`),
+    before every patch, and whenever a call asks to run outside the sandbox. Approved commands
+    still run in the sandbox unless they asked to leave it."""
     ON_REQUEST = "on-request"
-    """Ask only when the tool call asks for it (``with_escalated_permissions: true``)."""
+    """Run commands in the sandbox without asking; ask only when a call asks to run outside it
+    (``with_escalated_permissions: true``) or to re-run outside a command the sandbox blocked."""
 
     def __str__(self) -> str:
         return self.value
@@ -197,44 +211,165 @@ _SHELLS: Final = frozenset({"bash", "sh", "zsh", "dash"})
 _SHELL_C_FLAGS: Final = frozenset({"-c", "-lc", "-cl"})
 _BIN_DIRS: Final = ("/bin/", "/usr/bin/", "/usr/local/bin/")
 
-# Commands with no option that writes a file or runs another program: any arguments are fine
-# (including unquoted globs in a script, which may expand to any file name).
+# Commands with no option that writes a file or runs another program (checked against each GNU
+# program's options): any arguments are fine, including unquoted globs in a script, which may
+# expand to any file name. (``diff -l`` pipes through the fixed ``pr``; ``tail -f`` only waits.)
 _ANY_ARGS: Final = frozenset(
     {
         "ls", "cat", "head", "tail", "wc", "pwd", "echo", "stat", "which", "nl", "true",
         "false", "grep", "egrep", "fgrep", "basename", "dirname", "realpath", "readlink", "du",
         "df", "whoami", "id", "uname", "cmp", "diff", "cut", "tr", "tac", "rev", "test", "[",
-        "printf", "md5sum", "sha1sum", "sha256sum", "cd",
+        "md5sum", "sha1sum", "sha256sum", "cd",
     }
 )  # fmt: skip
 
-_FIND_UNSAFE: Final = frozenset(
-    {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fls", "-fprint", "-fprint0", "-fprintf"}
+
+@attrs.frozen
+class _Options:
+    """The options with which a command stays read-only, in GNU ``getopt_long`` syntax.
+
+    Only what is listed passes: an unknown short option (alone or in a cluster), any long option
+    not spelled out in full (GNU accepts unambiguous abbreviations: ``--out`` is ``--output``)
+    and ``--name=value`` for a name not in ``long_valued`` make the command not read-only.
+    ``valued`` letters must really take a value: the rest of their word is skipped as that value.
+    """
+
+    flags: str = ""
+    """Short options without a value (may be clustered: ``-nr``)."""
+    valued: str = ""
+    """Short options with a value: the rest of the word (``-k1,2``) or the next word."""
+    long_flags: frozenset[str] = frozenset()
+    """Long options without a value, ``--name``."""
+    long_valued: frozenset[str] = frozenset()
+    """Long options with a value, ``--name=value`` or ``--name value``."""
+
+
+def _words(names: str) -> frozenset[str]:
+    return frozenset(names.split())
+
+
+# GNU sort. Not: -o/--output (writes FILE), --compress-program (runs PROG), -T/--temporary-directory
+# (writes temporaries where told), --files0-from and --random-source (read names/bytes from a file).
+_SORT: Final = _Options(
+    flags="bcCdfghiMmnRrsuVz",
+    valued="kSt",
+    long_flags=_words(
+        "ignore-leading-blanks dictionary-order ignore-case general-numeric-sort ignore-nonprinting "
+        "month-sort human-numeric-sort numeric-sort random-sort reverse version-sort check merge "
+        "stable unique zero-terminated debug help version"
+    ),
+    long_valued=_words("sort key field-separator buffer-size parallel batch-size check"),
 )
-_RG_UNSAFE_LONG: Final = ("--pre", "--hostname-bin", "--search-zip")
+
+# file(1). Not: -C/--compile (writes a .mgc), -m/--magic-file, -z/-Z (run decompressors),
+# -p/--preserve-date (sets access times), -S/--no-sandbox.
+_FILE: Final = _Options(
+    flags="bcdEhikLlNnrsv0",
+    valued="eFfP",
+    long_flags=_words(
+        "help version brief checking-printout mime apple extension mime-type mime-encoding "
+        "keep-going list dereference no-dereference no-buffer no-pad print0 raw special-files debug"
+    ),
+    long_valued=_words("exclude exclude-quiet files-from separator parameter"),
+)
+
+# ripgrep. Not: --pre/--pre-glob (run a preprocessor), --hostname-bin (runs a program),
+# -z/--search-zip (runs decompressors), nor anything else not listed.
+_RG: Final = _Options(
+    flags="abcFHhIiLlNnoPpqSsUuVvwx0",
+    valued="ABCEefgjMmrTt",
+    long_flags=_words(
+        "ignore-case case-sensitive smart-case line-number no-line-number count count-matches "
+        "files-with-matches files-without-match files fixed-strings word-regexp line-regexp "
+        "invert-match only-matching hidden no-hidden no-ignore no-ignore-vcs no-ignore-parent "
+        "no-ignore-dot no-ignore-global no-ignore-exclude no-ignore-files follow no-follow "
+        "with-filename no-filename heading no-heading column no-column json vimgrep pretty quiet "
+        "text multiline multiline-dotall pcre2 no-messages null null-data sort-files stats trim "
+        "unrestricted byte-offset crlf debug help version type-list no-config passthru "
+        "one-file-system"
+    ),
+    long_valued=_words(
+        "regexp file glob iglob type type-not max-count max-depth max-filesize max-columns "
+        "after-context before-context context context-separator field-match-separator "
+        "field-context-separator replace threads encoding color colors sort sortr ignore-file "
+        "path-separator engine regex-size-limit dfa-size-limit type-add"
+    ),
+)
+
+# GNU find: tests and printing actions (a value such as `-1` or `-644` is a word of its own).
+# Not: -exec/-execdir/-ok/-okdir (run programs), -delete, -fls/-fprint/-fprint0/-fprintf (write
+# files), -files0-from, -D, -O, nor anything else not listed.
+_FIND_WORDS: Final = _words(
+    "-print -print0 -printf -ls -prune -quit -true -false -depth -mount -xdev -noleaf -follow "
+    "-daystart -ignore_readdir_race -noignore_readdir_race -nowarn -warn -empty -executable "
+    "-readable -writable -nogroup -nouser -not -and -or -a -o -H -L -P -name -iname -path -ipath "
+    "-wholename -iwholename -regex -iregex -regextype -type -xtype -size -perm -user -group -uid "
+    "-gid -links -inum -samefile -newer -anewer -cnewer -mtime -atime -ctime -mmin -amin -cmin "
+    "-used -maxdepth -mindepth -lname -ilname -fstype -context"
+)
+_FIND_WORD_RE: Final = re.compile(r"-newer[aBcmt][aBcmt]|-\d+[a-zA-Z]?", re.ASCII)
+
+# git: these subcommands with only these options (each word whole: no clusters, no abbreviations).
+# Not: --output (writes), --ext-diff/--textconv (run configured programs), -c (config), …
 _GIT_READ: Final = frozenset(
     {"status", "log", "diff", "show", "blame", "ls-files", "rev-parse", "describe", "shortlog"}
 )
-_GIT_BRANCH_FLAGS: Final = frozenset(
-    {"-a", "-r", "-v", "-vv", "-l", "--list", "--all", "--remotes", "--verbose", "--show-current",
-     "--no-color", "--color", "--no-abbrev"}
-)  # fmt: skip
-_SED_SCRIPT_RE: Final = re.compile(r"^\s*(?:(?:\d+|\$)(?:\s*,\s*(?:\d+|\$))?\s*p\s*;?\s*)+$")
+_GIT_READ_FLAGS: Final = _words(
+    "-p -u -s -w -b -z -q -v -a -t -r -e -M -C -B -R -S -G -D -W -L -n -o -m -d -i -k "
+    "-sb -sn -ns -sne -uno -uall -unormal "
+    "--oneline --stat --numstat --shortstat --summary --name-only --name-status --patch --no-patch "
+    "--raw --graph --decorate --no-decorate --all --branches --tags --remotes --follow --reverse "
+    "--no-merges --merges --first-parent --abbrev-commit --no-abbrev-commit --cached --staged "
+    "--ignore-all-space --ignore-space-change --ignore-blank-lines --ignore-space-at-eol "
+    "--ignore-cr-at-eol --word-diff --color --no-color --no-ext-diff --no-textconv --full-index "
+    "--binary --minimal --patience --histogram --find-renames --find-copies --no-renames --short "
+    "--long --branch --porcelain --untracked-files --ignored --show-stash --ahead-behind "
+    "--no-ahead-behind --verbose --null --others --modified --deleted --exclude-standard "
+    "--error-unmatch --full-name --stage --unmerged --killed --directory --show-toplevel "
+    "--abbrev-ref --verify --quiet --git-dir --absolute-git-dir --git-common-dir "
+    "--is-inside-work-tree --is-inside-git-dir --is-bare-repository --show-prefix --show-cdup "
+    "--symbolic-full-name --symbolic --always --dirty --exact-match --contains --numbered --email "
+    "--show-email --line-porcelain --incremental --root --show-name --show-number --relative-date "
+    "--date-order --topo-order --author-date-order --left-right --cherry-pick --cherry-mark "
+    "--boundary --no-walk --simplify-by-decoration --full-diff --relative --text --check"
+)
+_GIT_READ_VALUED: Final = _words(
+    "format pretty date author committer grep since until after before max-count skip stat "
+    "relative abbrev diff-filter diff-algorithm word-diff word-diff-regex color decorate unified "
+    "untracked-files porcelain ignore-submodules ignored short abbrev-ref match exclude dirty "
+    "candidates max-parents min-parents find-renames find-copies"
+)
+_GIT_NUMBER_RE: Final = re.compile(r"-(?:n|U)?\d+", re.ASCII)
+_GIT_BRANCH_FLAGS: Final = _words(
+    "-a -r -v -vv -l --all --remotes --verbose --show-current --no-color --color --no-abbrev "
+    "--list --contains --no-contains --merged --no-merged --points-at"
+)
+_GIT_BRANCH_VALUED: Final = _words("contains no-contains merged no-merged points-at sort format color abbrev")
+_GIT_BRANCH_LISTING: Final = _words(
+    "--list --contains --no-contains --merged --no-merged --points-at"
+)  # git lists (never creates) with these: a word after them is a pattern or their value
+_SED_SCRIPT_RE: Final = re.compile(r"^\s*(?:(?:\d+|\$)(?:\s*,\s*(?:\d+|\$))?\s*p\s*;?\s*)+$", re.ASCII)
 _NAME_ASSIGN_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
 def is_read_only_command(argv: Sequence[str]) -> bool:
-    """Whether ``argv`` is on the conservative read-only allow list (run without asking under
+    """Whether ``argv`` is on the strict read-only allow list (run without asking under
     ``ApprovalPolicy.UNTRUSTED``).
 
-    Allowed: ``ls``, ``cat``, ``head``, ``tail``, ``wc``, ``grep``, ``pwd``, ``echo``, ``stat``,
-    ``file``, ``which``, ``diff`` and similar commands with any arguments; ``find`` without
-    ``-exec``/``-execdir``/``-ok``/``-okdir``/``-delete``/``-fls``/``-fprint*``; ``rg`` without
-    ``--pre``/``--hostname-bin``/``--search-zip``/``-z``; ``sort`` without ``-o``; ``sed -n`` with
-    only line-printing scripts (``10,20p``); ``git status|log|diff|show|blame|ls-files|rev-parse|
-    describe|shortlog`` (without ``--output``/``--ext-diff``) and read forms of ``git branch``;
-    ``python --version``. The program must be a bare name or live in ``/bin``, ``/usr/bin`` or
-    ``/usr/local/bin``.
+    Allowed with any arguments: ``ls``, ``cat``, ``head``, ``tail``, ``wc``, ``grep``, ``pwd``,
+    ``echo``, ``stat``, ``which``, ``diff``, ``cmp`` and similar commands that have no option
+    that writes or runs a program; ``printf`` without options (bash's ``printf -v`` sets a
+    variable). With only the options known to be safe, every one spelled out in full (as codex's
+    ``is_safe_command`` does; an abbreviation such as ``sort --out=FILE``, an unknown option or an
+    unknown letter in a cluster makes the command not read-only): ``sort`` (no ``-o``,
+    ``--compress-program``, ``-T``), ``file`` (no ``-C``, ``-z``, ``-p``), ``rg`` (no ``--pre``,
+    ``--hostname-bin``, ``-z``), ``find`` (tests and ``-print*``/``-ls`` only: no ``-exec*``,
+    ``-ok*``, ``-delete``, ``-fprint*``, ``-fls``); ``sed -n`` with only line-printing scripts
+    (``10,20p``); ``git status|log|diff|show|blame|ls-files|rev-parse|describe|shortlog`` and read
+    forms of ``git branch`` (global options: only ``--no-pager`` and ``-C DIR``); ``python
+    --version``. Every word is checked, even after ``--`` or where the program would take it as
+    an option's value (so ``rg -- -x`` asks). The program must be a bare name or live in ``/bin``,
+    ``/usr/bin`` or ``/usr/local/bin``.
 
     ``bash -lc <script>`` (also ``-c``, and ``sh``/``zsh``/``dash``) is split on ``&&``, ``||``,
     ``;`` and ``|``; every part must be allowed. Any redirection (``>``, ``>>``, ``<``…),
@@ -242,8 +377,10 @@ def is_read_only_command(argv: Sequence[str]) -> bool:
     backticks or ``NAME=value`` prefix makes it not read-only. Unquoted globs are accepted only for
     the commands that take any arguments (a glob may expand to a file named like an option).
 
-    The list judges the command line only: it trusts the machine's programs and the repository's
-    own configuration (git, for one, may run diff or textconv drivers configured there).
+    The list judges the command line only: it limits what a command *writes or runs*, not what
+    it reads (the sandbox hides other processes' ``/proc``), and it trusts the machine's programs,
+    the environment and the repository's own configuration (git, for one, may run diff, textconv
+    or fsmonitor programs configured there; the sandbox still confines them).
     """
     argv = list(argv)
     if not argv:
@@ -279,26 +416,16 @@ def _command_is_read_only(argv: list[str], has_glob: bool) -> bool:
         return True
     if has_glob:
         return False
-    if name == "find":
-        return not any(a in _FIND_UNSAFE for a in args)
+    if name == "printf":  # bash's builtin `printf -v NAME` assigns a variable (PATH, …)
+        return not (args and args[0].startswith("-"))
+    if name == "sort":
+        return _options_are_safe(args, _SORT)
+    if name == "file":
+        return _options_are_safe(args, _FILE)
     if name == "rg":
-        for a in args:
-            if a == "--":
-                break
-            if a.startswith("--"):
-                if any(a == u or a.startswith(u + "=") for u in _RG_UNSAFE_LONG):
-                    return False
-            elif a.startswith("-") and "z" in a:
-                return False
-        return True
-    if name == "file":  # -C / --compile writes a magic file
-        return not any(a == "--compile" or (a.startswith("-") and not a.startswith("--") and "C" in a) for a in args)
-    if name == "sort":  # -o / --output writes; --compress-program runs a program
-        return not any(
-            a.startswith(("--output", "--compress-program"))
-            or (a.startswith("-") and not a.startswith("--") and "o" in a)
-            for a in args
-        )
+        return _options_are_safe(args, _RG)
+    if name == "find":
+        return all(not a.startswith("-") or a in _FIND_WORDS or _FIND_WORD_RE.fullmatch(a) for a in args)
     if name == "sed":
         return _sed_is_read_only(args)
     if name == "git":
@@ -308,10 +435,35 @@ def _command_is_read_only(argv: list[str], has_glob: bool) -> bool:
     return False
 
 
+def _options_are_safe(args: list[str], spec: _Options) -> bool:
+    """Whether every option in ``args`` is one ``spec`` lists (see :class:`_Options`).
+
+    No word is ever skipped as the value of the option before it, and ``--`` does not end the
+    check: a word the program takes as a value may be judged as an option (and make the command
+    ask), but a word the program takes as an option is always judged as one.
+    """
+    for arg in args:
+        if arg in ("-", "--") or not arg.startswith("-"):
+            continue  # standard input, the end of options, or an operand
+        if arg.startswith("--"):
+            name, eq, _ = arg[2:].partition("=")
+            if eq:
+                if name not in spec.long_valued:
+                    return False
+            elif name not in spec.long_flags and name not in spec.long_valued:
+                return False
+            continue
+        for letter in arg[1:]:
+            if letter in spec.valued:
+                break  # the rest of the word is its value
+            if letter not in spec.flags:
+                return False
+    return True
+
+
 def _sed_is_read_only(args: list[str]) -> bool:
     quiet = False
     script: str | None = None
-    files: list[str] = []
     i = 0
     while i < len(args):
         a = args[i]
@@ -320,14 +472,13 @@ def _sed_is_read_only(args: list[str]) -> bool:
         elif a in ("-E", "-r", "--regexp-extended"):
             pass
         elif a == "-e" and i + 1 < len(args) and script is None:
-            script = args[i + 1]
+            script = args[i + 1]  # checked below: only line-printing commands
             i += 1
         elif a.startswith("-"):
-            return False  # -i (in place) and anything else
+            return False  # -i (in place), -f, --expression=, a second script, `--`, …
         elif script is None:
             script = a
-        else:
-            files.append(a)
+        # else: a file to read
         i += 1
     return quiet and script is not None and bool(_SED_SCRIPT_RE.match(script))
 
@@ -338,32 +489,34 @@ def _git_is_read_only(args: list[str]) -> bool:
         if args[i] == "--no-pager":
             i += 1
         elif args[i] == "-C" and i + 1 < len(args):
-            i += 2
+            i += 2  # git always takes the next word as the directory
         else:
-            return False  # -c key=value and other global options can run programs
+            return False  # -c key=value, --exec-path, --git-dir, … can run programs
     if i >= len(args):
         return False
     sub, rest = args[i], args[i + 1 :]
     if sub in _GIT_READ:
-        return not any(
-            a.startswith("--output") or a in ("--ext-diff", "--exec") or a.startswith("--exec=") for a in rest
-        )
+        return all(_git_word_is_safe(a, _GIT_READ_FLAGS, _GIT_READ_VALUED) for a in rest)
     if sub == "branch":
         listing = False
         for a in rest:
-            if a in ("-l", "--list"):
+            if not a.startswith("-"):
+                if not listing:
+                    return False  # a new branch name
+            elif not _git_word_is_safe(a, _GIT_BRANCH_FLAGS, _GIT_BRANCH_VALUED):
+                return False  # -d, -m, -D, -c, --set-upstream-to, …
+            elif a.partition("=")[0] in _GIT_BRANCH_LISTING:
                 listing = True
-            elif (
-                a in _GIT_BRANCH_FLAGS
-                or a.startswith("--contains")
-                or a.startswith("--merged")
-                or a.startswith("--no-merged")
-            ):
-                continue
-            elif a.startswith("-") or not listing:
-                return False  # -d, -m, -D, a new branch name, …
         return True
     return False
+
+
+def _git_word_is_safe(arg: str, flags: frozenset[str], valued: frozenset[str]) -> bool:
+    if arg == "--" or not arg.startswith("-"):
+        return True  # the end of options, a revision or a path
+    if arg.startswith("--") and "=" in arg:
+        return arg[2:].partition("=")[0] in valued
+    return arg in flags or bool(_GIT_NUMBER_RE.fullmatch(arg))
 
 
 # --- a small POSIX-shell tokenizer: words and control operators, nothing fancier -------------
