@@ -1,11 +1,13 @@
 """``python -m benchmarks`` — the kernel against the floor and against the agent frameworks.
 
-Runs every scenario (streaming, tool turn, concurrency, idle memory) and writes
+Runs every scenario (streaming, tool turn, concurrency, idle memory, and what the command sandbox
+costs: ``shell ["true"]`` sandboxed vs not) and writes
 ``benchmarks/results/<timestamp>/results.json``, ``report.md`` and ``report.png``.
 
     python -m benchmarks                      # the issue's sizes, 5 runs each (several minutes)
     python -m benchmarks --quick              # small sizes, 3 runs: a CI smoke test (< 1 min)
     python -m benchmarks --only streaming     # one scenario (repeat or comma-separate for more)
+    python -m benchmarks --only sandbox       # the sandbox's cost alone (no server, no peers)
     python -m benchmarks --systems kernel,floor --out /tmp/bench
 
 Peers (``openai``, ``openai-agents``, ``pydantic-ai-slim``) and matplotlib come with the ``bench``
@@ -21,6 +23,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from .bench_sandbox import summary_lines
 from .harness import FULL, QUICK, SCENARIOS, run_benchmarks
 from .report import render
 from .systems import SYSTEMS
@@ -84,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         value = "—" if t["value"] is None else f"{t['value']:.3g} {t['unit']}"
         why = f" ({t['not_measured']})" if t.get("not_measured") else ""
         log(f"  {t['verdict']:>32}: {t['target']} = {value}{why}")
+    sandbox = doc["scenarios"].get("sandbox")
+    if sandbox and "calls" in sandbox["params"]:
+        for line in summary_lines(sandbox):
+            log(f"  sandbox: {line.strip()}")
     log(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.png'} in {doc['seconds']} s")
     return 0
 

@@ -14,6 +14,10 @@ Measurement rules (the issue's):
   medians divided within the one invocation, and each round's paired ratio gives their spread.
 * A system whose distributions are not installed is reported "skipped (not installed)", never
   faked; one that fails is reported "failed: <error>".
+* The ``sandbox`` scenario (what the command sandbox costs) needs no server and no system: it runs
+  ``python -m benchmarks.bench_sandbox`` in a subprocess of its own, which calls the ``shell``
+  tool with ``["true"]`` unsandboxed, under bubblewrap and under Landlock (round-robin), and
+  counts CPU as its own ``time.process_time()`` plus its reaped children's (``RUSAGE_CHILDREN``).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ __all__ = [
     "tool_turn_script",
 ]
 
-SCENARIOS = ("streaming", "tool_turn", "concurrency", "idle")
+SCENARIOS = ("streaming", "tool_turn", "concurrency", "idle", "sandbox")
 
 Log = Callable[[str], None]
 
@@ -84,6 +88,8 @@ class Config:
     idle_sessions: int
     timeout: float
     """Seconds a worker may take to start or to do one run."""
+    sandbox_calls: int = 200
+    """``shell ["true"]`` calls per run and backend in the sandbox scenario."""
     systems: tuple[str, ...] = tuple(SYSTEMS)
     scenarios: tuple[str, ...] = SCENARIOS
 
@@ -113,6 +119,7 @@ QUICK = Config(
     peer_levels=(),
     idle_sessions=500,
     timeout=120.0,
+    sandbox_calls=30,
 )
 
 
@@ -662,11 +669,74 @@ def scenario_idle(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     }
 
 
+def scenario_sandbox(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
+    """What the command sandbox costs: ``python -m benchmarks.bench_sandbox`` in a subprocess of
+    its own (its CPU figures are its own process's and its children's, nothing of the harness's)."""
+    log(f'  sandbox: shell ["true"] × {cfg.sandbox_calls} calls × {cfg.runs} runs: none, bwrap, landlock')
+    load0 = _load()
+    fd, path = tempfile.mkstemp(prefix="bench-sandbox-", suffix=".json")
+    os.close(fd)
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_sandbox",
+        "--calls",
+        str(cfg.sandbox_calls),
+        "--runs",
+        str(cfg.runs),
+        "--json",
+        path,
+    ]
+    try:
+        proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env=_child_env()
+        )
+        assert proc.stderr is not None
+        limit = cfg.timeout * cfg.runs  # a worker's limit is per run
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            proc.kill()
+
+        killer = threading.Timer(limit, kill)
+        killer.start()
+        tail: list[str] = []
+        try:
+            for line in proc.stderr:  # its progress, as it comes
+                line = line.rstrip("\n")
+                tail = (tail + [line])[-20:]
+                if line.startswith("    "):
+                    log(line)
+            proc.wait()
+        finally:
+            killer.cancel()
+        text = Path(path).read_text()
+        if proc.returncode != 0 or not text:
+            why = tail[-1] if tail else f"exit status {proc.returncode}"
+            if timed_out.is_set():
+                why = f"no result within {limit:g} s"
+            doc: dict[str, Any] = {
+                "params": {"calls": cfg.sandbox_calls, "runs": cfg.runs, "command": ["true"]},
+                "results": {"none": {"status": f"failed: {why}", "label": "bench_sandbox"}},
+                "ratios": {},
+                "paired_ratios": {},
+            }
+        else:
+            doc = json.loads(text)
+    finally:
+        Path(path).unlink(missing_ok=True)
+    doc["params"]["isolation"] = "subprocess: python -m benchmarks.bench_sandbox"
+    doc["load_avg"] = {"start": load0, "end": _load()}
+    return doc
+
+
 _RUNNERS: dict[str, Callable[[Config, Log, Pool], dict[str, Any]]] = {
     "streaming": scenario_streaming,
     "tool_turn": scenario_tool_turn,
     "concurrency": scenario_concurrency,
     "idle": scenario_idle,
+    "sandbox": scenario_sandbox,
 }
 
 
@@ -695,7 +765,7 @@ def run_benchmarks(cfg: Config, log: Log) -> dict[str, Any]:
         for scenario in cfg.scenarios:
             log(f"scenario {scenario}")
             t0 = time.perf_counter()
-            if scenario in ("concurrency", "idle"):
+            if scenario in ("concurrency", "idle", "sandbox"):
                 pool.close()  # nothing else should hold the CPU or memory now
             doc["scenarios"][scenario] = _RUNNERS[scenario](cfg, log, pool)
             doc["scenarios"][scenario]["seconds"] = round(time.perf_counter() - t0, 1)

@@ -113,13 +113,31 @@ def _header(doc: dict[str, Any]) -> list[str]:
     if missing:
         add(f"- **Not installed**: {', '.join(missing)}")
     add(
-        f"- **Method**: the scripted server runs in its own process; each system runs in its own subprocess; "
-        f"CPU is `time.process_time()` of the client process; one warm-up run, then {cfg['runs']} measured runs "
-        "interleaved round-robin across systems; figures are medians with min – max; ratios divide medians "
-        f"measured in this one invocation. Took {doc.get('seconds', '?')} s."
+        "- **Method**: "
+        + (
+            "the scripted server runs in its own process; each system runs in its own subprocess; "
+            f"CPU is `time.process_time()` of the client process; one warm-up run, then {cfg['runs']} measured runs "
+            "interleaved round-robin across systems; figures are medians with min – max; ratios divide medians "
+            "measured in this one invocation."
+            if _systems_ran(doc)
+            else f"figures are medians of {cfg['runs']} runs with min – max; ratios divide medians measured in this one invocation."
+        )
+        + (
+            " The sandbox scenario runs in a subprocess of its own (`python -m benchmarks.bench_sandbox`, no "
+            "server): CPU there is its `time.process_time()` plus its reaped children's "
+            "(`getrusage(RUSAGE_CHILDREN)`)."
+            if "sandbox" in doc["scenarios"]
+            else ""
+        )
+        + f" Took {doc.get('seconds', '?')} s."
     )
     add("")
     return lines
+
+
+def _systems_ran(doc: dict[str, Any]) -> bool:
+    """Whether a scenario that compares systems (all but ``sandbox``) ran."""
+    return any(key != "sandbox" for key in doc["scenarios"])
 
 
 def _targets_section(doc: dict[str, Any]) -> list[str]:
@@ -296,6 +314,75 @@ def _idle_section(doc: dict[str, Any], idle: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sandbox_section(doc: dict[str, Any], sb: dict[str, Any]) -> list[str]:
+    p = sb["params"]
+    lines = [
+        f"## 5. Sandbox cost — the `shell` tool running `{json.dumps(p.get('command', ['true']))}`, "
+        f"{p.get('calls', '?')} calls × {p.get('runs', '?')} runs per backend",
+        "",
+        "The built-in `shell` tool (`make_shell_tool`, called in-process: no model, no server) runs a command "
+        "that does nothing, unsandboxed (`danger-full-access`) and under `workspace-write` with each backend "
+        "forced. Measured in a subprocess of its own (`python -m benchmarks.bench_sandbox`). Wall: "
+        "`perf_counter` around the call. CPU: that process's `time.process_time()` delta (own: the tool's "
+        "Python work, the private temp dir, fork/exec) plus its reaped children's `getrusage(RUSAGE_CHILDREN)` "
+        "user + system (children: bwrap or the Landlock launcher, and `true`). A run's figure is the mean per "
+        f"call after {p.get('warmup_calls', '?')} warm-up calls; runs go round-robin across backends; medians "
+        "over the runs with min – max; × none divides a sandbox's median by the unsandboxed one. Per-call "
+        "p50 / p99 wall over every measured call.",
+        "",
+        *_table(
+            [
+                "backend",
+                "wall ms/call",
+                "min – max",
+                "× none",
+                "CPU ms/call",
+                "min – max",
+                "× none",
+                "own CPU ms",
+                "children CPU ms",
+                "wall p50 / p99 ms",
+            ]
+        ),
+    ]
+    res = sb["results"]
+    ratios = sb.get("ratios", {})
+    for name, e in res.items():
+        label = e.get("label", name)
+        if e["status"] != "ok":
+            lines.append(f"| {label} | {e['status']} |" + " |" * 8)
+            continue
+        base = name == "none"
+        lines.append(
+            _row(
+                [
+                    label,
+                    *_stat(e["wall_ms"]),
+                    "1×" if base else _ratio(ratios.get(f"{name}_wall_to_none")),
+                    *_stat(e["cpu_ms"]),
+                    "1×" if base else _ratio(ratios.get(f"{name}_cpu_to_none")),
+                    _fmt(_median(e["own_cpu_ms"])),
+                    _fmt(_median(e["children_cpu_ms"])),
+                    f"{_fmt(e.get('wall_p50_ms'))} / {_fmt(e.get('wall_p99_ms'))}",
+                ]
+            )
+        )
+    paired = sb.get("paired_ratios", {})
+    for name, e in res.items():
+        w, c = paired.get(f"{name}_wall_to_none"), paired.get(f"{name}_cpu_to_none")
+        if w and c:
+            lines.append(
+                f"\n{e.get('label', name)} ÷ none per round (paired, same load): wall median {_fmt(w['median'])}× "
+                f"({_fmt(w['min'])}× – {_fmt(w['max'])}×), CPU median {_fmt(c['median'])}× "
+                f"({_fmt(c['min'])}× – {_fmt(c['max'])}×)."
+            )
+    details = [f"{e.get('label', name)}: {e['detail']}" for name, e in res.items() if e.get("detail")]
+    if details:
+        lines.append("\nWhat runs each: " + "; ".join(details) + ".")
+    lines += [f"\n{_load_line(sb)}", ""]
+    return lines
+
+
 def _systems_section(doc: dict[str, Any]) -> list[str]:
     lines = ["## Systems", "", *_table(["system", "status", "how it is driven", "versions"])]
     for name in _ordered(doc["systems"]):
@@ -319,12 +406,13 @@ _SECTIONS: tuple[tuple[str, Callable[[dict[str, Any], dict[str, Any]], list[str]
     ("tool_turn", _tool_turn_section),
     ("concurrency", _concurrency_section),
     ("idle", _idle_section),
+    ("sandbox", _sandbox_section),
 )
 
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
     """Render ``doc`` (the results document) as Markdown: the header, the targets, one section
-    per scenario that ran, the systems."""
+    per scenario that ran, the systems (when a scenario that compares them ran)."""
     lines = _header(doc)
     if doc.get("targets"):
         lines += _targets_section(doc)
@@ -332,7 +420,8 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         scenario = doc["scenarios"].get(key)
         if scenario:
             lines += section(doc, scenario)
-    lines += _systems_section(doc)
+    if _systems_ran(doc):
+        lines += _systems_section(doc)
     path.write_text("\n".join(lines))
 
 
