@@ -118,6 +118,14 @@ class StressConfig:
 # =============================================================================================
 
 
+FATAL_RAISED: trio.lowlevel.RunVar[Callable[[], None] | None] = trio.lowlevel.RunVar(
+    "stress_fatal_raised", default=None
+)
+"""Called (if set, in this ``trio.run``) by a chaos tool the moment it raises ``FatalToolError``,
+in the tool's own task. The machine uses it to learn when a fatal call ended, because the turn
+only sees it one scheduler hop later, when the waiting call is rescheduled with the error."""
+
+
 async def _chaos(mode: str, seconds: float, payload: str) -> str:
     if seconds > 0:
         await trio.sleep(min(seconds, 0.05))
@@ -128,6 +136,9 @@ async def _chaos(mode: str, seconds: float, payload: str) -> str:
     if mode == "respond":
         raise RespondToModel(f"chaos refused: {payload}")
     if mode == "fatal":
+        hook = FATAL_RAISED.get()
+        if hook is not None:
+            hook()
         raise FatalToolError(f"chaos fatal: {payload}")
     if mode == "boom":
         raise ValueError(f"chaos boom: {payload}")

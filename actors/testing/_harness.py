@@ -143,7 +143,8 @@ class _Task:
     final_seq: int | None = None
     interrupt_seq: int | None = None
     interrupt_kind: str | None = None
-    fatal_seq: int | None = None
+    fatal_seq: int | None = None  # a fatal ToolCallFinished was published
+    fatal_raised_seq: int | None = None  # a chaos tool raised FatalToolError (in its own task)
     final_acked: bool = False  # the final event's write was acknowledged (publish returned)
     crashed: bool = False
     queued_interrupt: bool = False
@@ -157,6 +158,7 @@ class _Crash:
     acked_size: int
     task: _Task | None
     decided: bool = False  # the turn had already published its final event
+    seq: int = 0  # when the crash landed (compared with when the turn's outcome was decided)
 
 
 @attrs.define(eq=False)
@@ -204,6 +206,13 @@ class _Gen:
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq
+
+    def on_fatal_raised(self) -> None:
+        """A chaos tool of the current turn is raising ``FatalToolError`` (see
+        :data:`~actors.testing._config.FATAL_RAISED`)."""
+        task = self.current
+        if task is not None and task.fatal_raised_seq is None:
+            task.fatal_raised_seq = self.next_seq()
 
     def on_acked(self) -> None:
         with contextlib.suppress(OSError):
@@ -336,6 +345,18 @@ class _WatchingSink:
 
     def _fire(self, event: Event) -> None:
         gen = self.gen
+        if gen.crash is not None or gen.close_requested.is_set():
+            # The generation is going down, so nothing fires any more. This matters: a crash
+            # cancels ``gen.scope``, the aux nursery exits at once, and the turn can still
+            # publish afterwards, e.g. a ToolCallStarted whose history record was shielded. A
+            # delayed trigger (like the "hang" interrupt) would then call ``aux.start_soon``,
+            # which raises RuntimeError("Nursery is closed to new arrivals") inside
+            # ``publish``. At that point the batch is already in ``gen.events`` but never
+            # reached the notifier. The subscriber check then reported events as "lost" by
+            # the notifier, and the harness's RuntimeError (replaced by Cancelled in the
+            # stream's cleanup) went unseen.
+            gen.triggers = []
+            return
         keep = []
         for trigger, action in gen.triggers:
             hit = False

@@ -112,16 +112,38 @@ def _check_interrupted(task: _Task, outcome: Any, attempts: list[_Attempt]) -> N
         # (e.g. it landed in the cancel-shielded schedule point of the request's
         # nursery exit, after the last response completed and its stream closed:
         # nothing was left to stop)
-        err = outcome.error
-        decided = None
-        if err is not None and type(err).__name__ == "FatalError":
-            decided = task.fatal_seq
-        elif err is not None:
-            decided = next((a.end_seq for a in attempts if a.error is err), None)
-        elif attempts and attempts[-1].outcome == "completed":
-            decided = attempts[-1].end_seq
+        decided = _decided_seq(task, outcome, attempts)
         if decided is None or decided > interrupt_seq:
             _fail(f"{task.tid}: interrupted ({task.interrupt_kind}) but ended {outcome.status} ({outcome.error!r})")
+
+
+def _decided_seq(task: _Task, outcome: Any, attempts: list[_Attempt]) -> int | None:
+    """When a non-aborted ``outcome`` became final: a fatal tool call ending, the end of the
+    attempt whose error the turn failed with, or the end of the last (completed) attempt;
+    ``None`` if nothing recorded decides it.
+
+    A fatal call ends when the tool raises, in the ToolActor's task (``fatal_raised_seq``,
+    recorded for the chaos tools). Its ``ToolCallFinished`` (``fatal_seq``, the only mark for
+    other tools) comes one scheduler hop later, once the turn's waiting task has been
+    rescheduled with the error. An interrupt landing in that hop finds the caller already
+    rescheduled, not parked, so there is nothing left to abort, and the turn rightly fails
+    (Trio may run the tool's task and the interrupting task in either order within one tick). If
+    the interrupt lands first, the tool is cancelled at its checkpoint and the turn ends aborted.
+
+    A cancel that lands after the deciding point leaves nothing to stop. The request only drains
+    the calls already started (the nursery's exit does not raise Cancelled) and records their
+    outputs under a shield. Then the error propagates (or the turn returns). A host hook on the
+    way (``handle_context_window_exceeded``…) that checkpoints may still make the turn
+    ``aborted``, and ``aborted`` is accepted anyway."""
+    err = outcome.error
+    if err is not None and type(err).__name__ == "FatalError":
+        marks = [s for s in (task.fatal_raised_seq, task.fatal_seq) if s is not None]
+        return min(marks) if marks else None
+    if err is not None:
+        return next((a.end_seq for a in attempts if a.error is err), None)
+    if attempts and attempts[-1].outcome == "completed":
+        return attempts[-1].end_seq
+    return None
 
 
 def _retry_runs(attempts: list[_Attempt]) -> list[list[_Attempt]]:
@@ -446,13 +468,31 @@ def _per_item_text(events: Iterable[Event]) -> tuple[list[Any], dict[tuple[str, 
 # =============================================================================================
 
 
-def check_cancelled_turn(crash: _Crash) -> None:
-    """A turn cancelled with its session (and not yet decided) ends aborted."""
+def check_cancelled_turn(gen: _Gen, crash: _Crash) -> None:
+    """A turn cancelled with its session ends aborted, unless its outcome was decided before the
+    cancel landed.
+
+    "Decided" is what it is for an interrupt (see :func:`_check_interrupted`): an enclosing
+    cancel reaches the turn exactly as an interrupt does. A turn whose final event was already
+    published is decided. So is one whose model attempt had already failed for good (a
+    non-retryable error, or a retryable one with the budget spent), one a fatal tool call had
+    already failed, or one whose last response had already completed. Example: a reply carries a
+    tool call and then ``response.failed`` (insufficient_quota). The request drains the
+    call already started before it re-raises QuotaExceeded, and a cancel landing during the drain
+    (on its ToolCallFinished) stops nothing. The turn correctly ends ``failed`` with the error
+    the host must see, not ``aborted``. The check stays strict: a turn that had
+    not ended, or whose deciding event came after the cancel, must end aborted.
+    """
     task = crash.task
-    if task is not None and not crash.decided:
-        outcome = task.handle.outcome if task.handle else None
-        if outcome is None or outcome.status != "aborted":
-            _fail(f"a turn cancelled with its session ended {outcome!r}, not aborted")
+    if task is None or crash.decided:
+        return
+    outcome = task.handle.outcome if task.handle else None
+    if outcome is not None and outcome.status == "aborted":
+        return
+    attempts = [a for a in gen.attempts if a.turn_id == task.tid]
+    decided = None if outcome is None else _decided_seq(task, outcome, attempts)
+    if decided is None or decided > crash.seq:
+        _fail(f"a turn cancelled with its session ended {outcome!r}, not aborted")
 
 
 def check_replay_after_cancel(gen: _Gen, resumed: Any) -> None:

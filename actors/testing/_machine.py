@@ -78,7 +78,7 @@ from kernel.testing import FastBackoff
 from ..model import ModelSettings
 from ..scripted import CustomToolCall, FunctionCall, Reply, Script, open_scripted_server
 from ..tools import ToolRegistry
-from ._config import SessionSpec, StressConfig, chaos_registry
+from ._config import FATAL_RAISED, SessionSpec, StressConfig, chaos_registry
 from ._faults import _DONE, _ReplySpec, _Trigger, _triggers, task_plans
 from ._harness import (
     _AckHistory,
@@ -221,6 +221,7 @@ class SessionStressMachine(RuleBasedStateMachine):
         """Run generation ``gen``: the scripted server and the session, instrumented, until closed."""
         cfg = self.config
         started = False
+        FATAL_RAISED.set(gen.on_fatal_raised)
         try:
             with gen.scope:
                 async with open_scripted_server(Script(default=_DONE)) as server:
@@ -441,7 +442,13 @@ class SessionStressMachine(RuleBasedStateMachine):
         data = gen.rollout.read_bytes() if kind == "snapshot" else None
         in_turn = task.started_seq is not None and not task.final_acked
         gen.crash = _Crash(
-            kind, data, list(gen.file_items), gen.acked_size, task if in_turn else None, task.final_seq is not None
+            kind,
+            data,
+            list(gen.file_items),
+            gen.acked_size,
+            task if in_turn else None,
+            task.final_seq is not None,
+            gen.next_seq(),
         )
         if in_turn:
             task.crashed = True
@@ -457,7 +464,7 @@ class SessionStressMachine(RuleBasedStateMachine):
         if crash.kind == "cancel":
             # an abrupt cancel is still structured: cleanup recorded aborted outputs and the
             # final event; the file replays to exactly what the session had acknowledged
-            check_cancelled_turn(crash)
+            check_cancelled_turn(gen, crash)
             resumed = await trio.to_thread.run_sync(_quiet_resume, gen.rollout)
             check_replay_after_cancel(gen, resumed)
             self.stats.acked_items_checked_after_crash += len(gen.acked)
