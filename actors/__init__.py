@@ -5,7 +5,8 @@ ModelActor, its transports behind the ``ModelTransport`` seam — HTTP+SSE by de
 Responses and Chat Completions wire codecs), ``tools`` (the ToolActor, the ``@tool`` registry,
 ``tools.approvals`` and the built-in ``shell`` and ``apply_patch`` tools in ``tools.builtin``),
 ``history`` (the ordered log and the JSONL rollout), ``notify`` (fan-out of events to subscribers);
-``session`` wires them (``open_session``). Around them: ``scripted`` (the scripted model server),
+``session`` wires them (``open_session``); ``secrets`` keeps secret values out of everything recorded
+(``Redactor``). Around them: ``scripted`` (the scripted model server),
 ``testing`` (the session stress machine), ``batch`` (batch runs, local and Ray) and ``cli`` (the
 ``agent-kernel`` command line). This file re-exports every public name once.
 """
@@ -33,6 +34,11 @@ from .notify import (
     NotificationActor as NotificationActor,
     Notifier as Notifier,
     Subscription as Subscription,
+)
+from .secrets import (
+    RedactingClient as RedactingClient,
+    RedactingToolExecutor as RedactingToolExecutor,
+    Redactor as Redactor,
 )
 from .session import (
     Session as Session,

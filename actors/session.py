@@ -19,6 +19,10 @@ the history closes) and every actor: no task outlives the session.
 An idle session costs little: the ToolActor starts at the first tool call, the turn runner runs
 only while turns are queued, and an in-memory history (no rollout) needs no task.
 
+Secrets stay out of every record: a :class:`~actors.secrets.Redactor` (by default the model's API
+key and secret headers plus the secret-looking environment variables) scrubs tool outputs before
+the history, the events and the rollout see them, model errors, and turn failures (``redact``).
+
 Turns run one at a time, in submission order. The session's host is :class:`kernel.TurnHost`: it
 shows "Reconnecting... n/max" and the fallback warning as events, records token usage and
 rate-limit snapshots, and marks the context full on ``ContextWindowExceeded``. Lifecycle events
@@ -37,7 +41,7 @@ from typing import Any
 import attrs
 import trio
 
-from kernel.events import Event
+from kernel.events import Event, FallbackWarning, StreamRetry, TurnFailed
 from kernel.items import Message, ResponseItem
 from kernel.prompt import PromptConfig, ToolConfig
 from kernel.stream import ModelClient, TokenUsage
@@ -46,6 +50,7 @@ from kernel.turn import Turn, TurnHost, TurnOutcome
 from .history import HistoryClient, SessionMeta, open_history
 from .model import ModelActor, ModelSettings
 from .notify import Notifier, Subscription
+from .secrets import RedactingClient, RedactingToolExecutor, Redactor
 from .tools import Tool, ToolActor, ToolRegistry
 
 __all__ = ["Session", "TurnHandle", "open_session"]
@@ -100,6 +105,38 @@ class _SessionSink:
                 await self.history.record_events(lifecycle)
 
 
+class _RedactingSink(_SessionSink):
+    """A :class:`_SessionSink` that scrubs the events carrying error text (turn failures, retry
+    notices, fallback warnings) before anything sees them. Tool outputs arrive scrubbed already
+    (:class:`~actors.secrets.RedactingToolExecutor`); deltas are only type-checked."""
+
+    __slots__ = ("redactor",)
+
+    def __init__(self, notifier: Notifier, history: HistoryClient, redactor: Redactor) -> None:
+        super().__init__(notifier, history)
+        self.redactor = redactor
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if type(event) in _ERROR_EVENTS:
+                events = [self._scrub(e) for e in events]
+                break
+        await super().publish(events)
+
+    def _scrub(self, event: Event) -> Event:
+        redact = self.redactor.redact
+        if isinstance(event, TurnFailed):
+            return attrs.evolve(event, error=redact(event.error))
+        if isinstance(event, StreamRetry):
+            return attrs.evolve(event, message=redact(event.message), error=redact(event.error))
+        if isinstance(event, FallbackWarning):
+            return attrs.evolve(event, message=redact(event.message))
+        return event
+
+
+_ERROR_EVENTS: frozenset[type] = frozenset({TurnFailed, StreamRetry, FallbackWarning})
+
+
 class Session:
     """A running session (made by :func:`open_session`; do not construct directly)."""
 
@@ -110,11 +147,14 @@ class Session:
         history: HistoryClient,
         notifier: Notifier,
         session_id: str,
+        redactor: Redactor | None = None,
     ) -> None:
         self.host = host
         self._history = history
         self.notifier = notifier
         self.session_id = session_id
+        self.redactor = redactor if redactor is not None else Redactor()
+        """The secrets this session scrubs from everything it records."""
         self._queue: collections.deque[TurnHandle] = collections.deque()
         self._turns: trio.Nursery | None = None  # set by open_session
         self._runner = False  # a runner task is draining the queue
@@ -200,6 +240,8 @@ class Session:
                 finally:
                     self._current = None
                     handle.outcome = handle.outcome or turn.outcome
+                    if handle.outcome is not None and handle.outcome.error is not None:
+                        self.redactor.redact_exception(handle.outcome.error)
                     handle._done.set()
         finally:
             self._runner = False
@@ -222,6 +264,14 @@ def _registry_of(tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | Non
     return registry
 
 
+def _redactor_for(redact: Redactor | Iterable[str] | None, settings: ModelSettings | None) -> Redactor:
+    if isinstance(redact, Redactor):
+        return redact
+    if isinstance(redact, str):
+        raise TypeError("open_session(redact=...) takes a Redactor or an iterable of values, not one string")
+    return Redactor.from_settings(settings, extra=redact or ())
+
+
 @asynccontextmanager
 async def open_session(
     *,
@@ -234,6 +284,7 @@ async def open_session(
     max_retries: int | None = None,
     cwd: str | os.PathLike[str] | None = None,
     max_buffer: int | None = None,
+    redact: Redactor | Iterable[str] | None = None,
 ) -> AsyncIterator[Session]:
     """Start a session; everything it started is cancelled when the block exits.
 
@@ -243,9 +294,17 @@ async def open_session(
     functions to register. ``rollout``: a JSONL file to write (``resume=True`` continues an
     existing one, repairing dangling calls). ``max_retries`` defaults to the model settings'
     ``stream_max_retries`` (5).
+
+    ``redact``: the secrets scrubbed from tool outputs, model errors and turn failures before the
+    history, the events or the rollout record them. Default (``None``):
+    :meth:`Redactor.from_settings <actors.secrets.Redactor.from_settings>` of the model settings
+    (when ``model`` is settings or a ModelActor) and the environment; an iterable of values adds
+    to that default; a :class:`~actors.secrets.Redactor` replaces it (``Redactor()``: scrub
+    nothing). Without secrets nothing is wrapped.
     """
     registry = _registry_of(tools)
     settings = model.settings if isinstance(model, ModelActor) else model if isinstance(model, ModelSettings) else None
+    redactor = _redactor_for(redact, settings)
     model_name = settings.model if settings is not None else getattr(model, "model", "")
     meta = None if resume else SessionMeta.new(model=model_name, cwd=os.fspath(cwd) if cwd is not None else os.getcwd())
     retries = max_retries if max_retries is not None else (settings.stream_max_retries if settings else 5)
@@ -260,21 +319,29 @@ async def open_session(
                 client = model.client()
             else:
                 client = model
+            if redactor:
+                client = RedactingClient(client, redactor, model=model_name)
             async with open_history(rollout=rollout, session_meta=meta, resume=resume) as history:
                 tool_actor = ToolActor(registry)
                 tool_actor.start_on_demand(nursery)
                 host: TurnHost[Any] = TurnHost(
                     client,
-                    tool_actor,
+                    RedactingToolExecutor(tool_actor, redactor) if redactor else tool_actor,
                     history,
-                    _SessionSink(notifier, history),
+                    _RedactingSink(notifier, history, redactor) if redactor else _SessionSink(notifier, history),
                     prompt_config=prompt_config or PromptConfig(),
                     tool_config=registry.tool_config(parallel_tool_calls=parallel_tool_calls)
                     if len(registry)
                     else ToolConfig(),
                     max_retries=retries,
                 )
-                session = Session(host=host, history=history, notifier=notifier, session_id=history.meta.session_id)
+                session = Session(
+                    host=host,
+                    history=history,
+                    notifier=notifier,
+                    session_id=history.meta.session_id,
+                    redactor=redactor,
+                )
                 async with trio.open_nursery() as turns:
                     session._turns = turns
                     try:

@@ -118,6 +118,17 @@ def _run_options(*, rollout: bool) -> argparse.ArgumentParser:
         default="on-request",
         help="when to ask before running commands and patches (default: on-request)",
     )
+    g.add_argument(
+        "--sandbox",
+        choices=("read-only", "workspace-write", "danger-full-access"),
+        default="workspace-write",
+        help="what commands and patches may touch (default: workspace-write: the workspace, no network)",
+    )
+    g.add_argument(
+        "--network",
+        action="store_true",
+        help="let workspace-write commands use the network",
+    )
     if rollout:
         g.add_argument(
             "--rollout",

@@ -17,8 +17,8 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, MutableMapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import MutableMapping
+from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -31,14 +31,14 @@ from actors.scripted import Script, ScriptError, open_scripted_server
 from actors.session import Session, TurnHandle, open_session
 from actors.tools.approvals import ApprovalPolicy, Approvals
 from actors.tools.builtin import builtin_tools
-from kernel import KernelError, ModelClient, Prompt, TokenUsage, TurnAborted, TurnCompleted, TurnFailed
-from kernel.stream import FallbackTransport
+from actors.tools.sandbox import SandboxPolicy, SandboxUnavailable
+from kernel import TokenUsage, TurnAborted, TurnCompleted, TurnFailed
 
 from ._approver import TerminalApprover
 from ._demo import DEMO_MODEL, DEMO_SCRIPT
-from ._render import REDACTED, Console, HumanRenderer, JsonRenderer, Tally
+from ._render import Console, HumanRenderer, JsonRenderer, Tally
 
-__all__ = ["CliError", "ModelChoice", "choose_model", "rollouts_dir", "run_task", "ScrubbingClient"]
+__all__ = ["CliError", "ModelChoice", "choose_model", "rollouts_dir", "run_task"]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _FINAL_EVENTS = (TurnCompleted, TurnAborted, TurnFailed)
@@ -104,63 +104,6 @@ def choose_model(args: Any, environ: MutableMapping[str, str]) -> ModelChoice:
             raise CliError(f"cannot read script {args.script}: {exc.strerror or exc}") from None
         return ModelChoice(kind="script", model=args.model or script.model, script=script, api_key=api_key)
     return ModelChoice(kind="demo", model=DEMO_MODEL, script=DEMO_SCRIPT, api_key=api_key)
-
-
-class ScrubbingClient:
-    """A :class:`kernel.ModelClient` that removes ``secrets`` from the errors it raises.
-
-    The HTTP layer already redacts bearer tokens and ``sk-…`` keys from error bodies; this catches
-    any other key spelling a server echoes back (``Incorrect API key provided: <key>``), before
-    the message reaches an event, the terminal or the rollout.
-    """
-
-    def __init__(self, inner: ModelClient, secrets: Sequence[str], *, model: str) -> None:
-        self._inner = inner
-        self._secrets = [s for s in secrets if s]
-        self.model = model
-
-    def scrub(self, exc: KernelError) -> None:
-        message = exc.message
-        for secret in self._secrets:
-            message = message.replace(secret, REDACTED)
-        if message != exc.message:
-            exc.message = message
-            exc.args = (message,)
-
-    def has_fallback(self) -> bool:
-        """The wrapped client's (:class:`kernel.stream.FallbackTransport`); ``False`` without one."""
-        return isinstance(self._inner, FallbackTransport) and self._inner.has_fallback()
-
-    def try_switch_fallback_transport(self) -> bool:
-        """Switch the wrapped client to its fallback transport, when it has one."""
-        return isinstance(self._inner, FallbackTransport) and self._inner.try_switch_fallback_transport()
-
-    @asynccontextmanager
-    async def stream(self, prompt: Prompt) -> AsyncIterator[Any]:
-        try:
-            async with self._inner.stream(prompt) as batches:
-                yield _ScrubbedBatches(batches, self) if self._secrets else batches
-        except KernelError as exc:
-            self.scrub(exc)
-            raise
-
-
-class _ScrubbedBatches:
-    __slots__ = ("_inner", "_client")
-
-    def __init__(self, inner: Any, client: ScrubbingClient) -> None:
-        self._inner = inner
-        self._client = client
-
-    def __aiter__(self) -> _ScrubbedBatches:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self._inner.__anext__()
-        except KernelError as exc:
-            self._client.scrub(exc)
-            raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +229,11 @@ async def run_task(args: Any, console: Console, task: str, resume_from: Path | N
         rollout, stamp = _new_rollout(args, environ)
     renderer: HumanRenderer | JsonRenderer = JsonRenderer(console) if args.json else HumanRenderer(console)
     approvals = Approvals(ApprovalPolicy(args.approval), TerminalApprover(console))
-    tools = builtin_tools(workspace, approvals=approvals)
+    policy = SandboxPolicy(mode=args.sandbox, network_access=args.network)
+    try:
+        tools = builtin_tools(workspace, approvals=approvals, sandbox=policy)
+    except SandboxUnavailable as exc:
+        raise CliError(f"{exc} (--sandbox danger-full-access)", status=2) from None
     if temporary and args.json:
         renderer.note(f"agent-kernel: demo workspace: {workspace}")
 
@@ -381,10 +328,11 @@ async def _session(
             stream_max_retries=args.max_retries,
         )
         actor = run.actor = await stack.enter_async_context(open_model_actor(settings))
-        client = ScrubbingClient(actor.client(), [choice.api_key or ""], model=choice.model)
+        # the session scrubs the key (and the environment's secrets) from tool outputs, model
+        # errors and failures before its events, the rollout or this terminal see them
         session = run.session = await stack.enter_async_context(
             open_session(
-                model=client,
+                model=actor,
                 tools=tools,
                 rollout=rollout,
                 resume=resume_from is not None,

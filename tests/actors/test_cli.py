@@ -176,6 +176,8 @@ async def test_ctrl_c_interrupts_cleanly_then_resume_and_history(tmp_path: Path)
         "--rollout",
         str(rollout),
         "--json",
+        "--sandbox",  # unconfined: the pids the command writes are the host's (the sandboxed case: test_shell_sandbox)
+        "danger-full-access",
     ]
     pids: list[int] = []
     try:
