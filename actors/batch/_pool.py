@@ -14,11 +14,12 @@ import attrs
 import trio
 
 from actors.model import ModelActor, ModelSettings, open_model_actor
-from kernel import KernelError, ModelClient, ModelEvent, Prompt
+from kernel import ModelClient, ModelEvent, Prompt
 
 from ._results import BatchStats
 
 __all__ = ["ModelPool", "open_model_pool"]
+from actors.secrets import RedactingClient, Redactor
 
 
 class _SetupError(Exception):
@@ -30,48 +31,6 @@ def _cannot_switch(model: str) -> _SetupError:
         f"the task asks for model {model!r}, but the batch's model is a client that cannot switch "
         "models (pass ModelSettings or a ModelActor)"
     )
-
-
-class _Scrubbed:
-    """Removes the API key from the errors a client raises (servers may echo it back in spellings
-    the HTTP layer does not recognise), before they reach an event, a rollout or a record."""
-
-    def __init__(self, inner: ModelClient, secret: str, model: str) -> None:
-        self._inner = inner
-        self._secret = secret
-        self.model = model
-
-    def _scrub(self, exc: KernelError) -> None:
-        if self._secret in exc.message:
-            exc.message = exc.message.replace(self._secret, "[REDACTED]")
-            exc.args = (exc.message,)
-
-    @asynccontextmanager
-    async def stream(self, prompt: Prompt) -> AsyncIterator[AsyncIterator[Sequence[ModelEvent]]]:
-        try:
-            async with self._inner.stream(prompt) as batches:
-                yield _ScrubbedBatches(batches, self)
-        except KernelError as exc:
-            self._scrub(exc)
-            raise
-
-
-class _ScrubbedBatches:
-    __slots__ = ("_inner", "_owner")
-
-    def __init__(self, inner: AsyncIterator[Sequence[ModelEvent]], owner: _Scrubbed) -> None:
-        self._inner = inner
-        self._owner = owner
-
-    def __aiter__(self) -> _ScrubbedBatches:
-        return self
-
-    async def __anext__(self) -> Sequence[ModelEvent]:
-        try:
-            return await self._inner.__anext__()
-        except KernelError as exc:
-            self._owner._scrub(exc)
-            raise
 
 
 @attrs.define(eq=False)
@@ -201,8 +160,8 @@ async def open_model_pool(model: ModelSettings | ModelActor | ModelClient | Mode
 
 
 def _wrap_settings(client: ModelClient, settings: ModelSettings) -> ModelClient:
-    if settings.api_key:
-        return _Scrubbed(client, settings.api_key, settings.model)
+    if settings.api_key:  # a server may echo the key back in a spelling the HTTP layer does not redact
+        return RedactingClient(client, Redactor([settings.api_key]), model=settings.model)
     return _NameTag(client, settings.model)
 
 
