@@ -40,32 +40,13 @@ from kernel import (
     execute_tool_call_with_default_output,
 )
 
+from ._patch_helpers import snapshot, wrap
+
 
 def out_text(out: Any) -> str:
     text = out.output.text_content()
     assert isinstance(text, str)
     return text
-
-
-def wrap(*body: str) -> str:
-    return "\n".join(["*** Begin Patch", *body, "*** End Patch"]) + "\n"
-
-
-def snapshot(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
-    """Every entry under ``root``: kind, bytes (or link target), mtime in ns."""
-    out: dict[str, tuple[str, bytes | str, int]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath, name)
-            rel = str(p.relative_to(root))
-            st_ = p.lstat()
-            if p.is_symlink():
-                out[rel] = ("link", os.readlink(p), st_.st_mtime_ns)
-            elif p.is_dir():
-                out[rel] = ("dir", b"", 0)
-            else:
-                out[rel] = ("file", p.read_bytes(), st_.st_mtime_ns)
-    return out
 
 
 # =============================================================================================

@@ -24,6 +24,8 @@ from actors.tools.builtin.shell import make_shell_tool
 from actors.tools.sandbox import Sandbox, SandboxPolicy, SandboxUnavailable, _landlock, _landlock_exec
 from actors.tools.sandbox._landlock import landlock_argv, landlock_problem
 
+from ._shell_helpers import run, sh
+
 _PROBLEM = landlock_problem(SandboxPolicy())
 if _PROBLEM is not None:
     pytest.skip(f"Landlock cannot sandbox here: {_PROBLEM}", allow_module_level=True)
@@ -43,15 +45,6 @@ def workspace(tmp_path: Path) -> Path:
     (root / "README.md").write_text("readme\n")
     (tmp_path / "outside.txt").write_text("keep me\n")
     return root
-
-
-async def run(tool: Any, command: list[str], **kwargs: Any) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(await tool(command, **kwargs))
-    return result
-
-
-def sh(script: str) -> list[str]:
-    return ["bash", "-c", script]
 
 
 def test_landlock_can_sandbox_here_and_is_chosen_when_asked(workspace: Path) -> None:

@@ -6,7 +6,6 @@ the file absent, the marker absent from the output, no process left. The same es
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from actors.tools.sandbox import Sandbox, SandboxMode, SandboxPolicy, SandboxUna
 from actors.tools.sandbox._bwrap import bwrap_problem
 from kernel import RespondToModel
 
+from ._shell_helpers import run, sh
+
 pytestmark = pytest.mark.skipif(bwrap_problem() is not None, reason=f"no bubblewrap here: {bwrap_problem()}")
 
 
@@ -33,15 +34,6 @@ def workspace(tmp_path: Path) -> Path:
     (root / ".git" / "config").write_text("[core]\n")
     (tmp_path / "outside.txt").write_text("keep me\n")
     return root
-
-
-async def run(tool: Any, command: list[str], **kwargs: Any) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(await tool(command, **kwargs))
-    return result
-
-
-def sh(script: str) -> list[str]:
-    return ["bash", "-c", script]
 
 
 def host_processes_with(marker: str) -> list[int]:
