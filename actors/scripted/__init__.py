@@ -21,6 +21,25 @@ Each POST to ``/v1/responses`` or ``/v1/chat/completions`` (``"stream": true``) 
 next reply (one cursor for both endpoints). When the script runs out, the ``default`` reply is
 served (assistant text ``"Done."``), or the script starts over when ``cycle`` is true.
 
+Replies per conversation: with several sessions on one server, give each conversation key its
+own script and cursor, so which session gets which reply never depends on timing::
+
+    scripts = Script.per_session({"alice": [Reply(...), ...], "bob": Script([...], cycle=True)})
+    async with open_scripted_server(scripts) as server:   # or open_scripted_server({"alice": ...})
+        settings = ModelSettings(base_url=server.base_url, model="m",
+                                 extra_headers=(("X-Session-Id", "alice"),))
+
+The key is read from the ``X-Session-Id`` header (``Script.per_session(..., header=...)`` names
+another), else the JSON body's ``prompt_cache_key``, else its ``user`` (either endpoint). A
+request without a key is answered 400, one with a key that has no script 404; the error message
+names the key and the known keys. ``server.served_by_session`` holds each key's cursor and each
+``RecordedRequest.session`` the key it carried.
+
+Or route with a callable: ``open_scripted_server(router)`` where ``router(request) -> Reply``
+(or a string: one text item) receives each streaming request as a ``RecordedRequest`` (method,
+path, headers with secrets redacted, parsed JSON ``body``, ``session`` key) and returns the reply
+to serve; an exception it raises is answered with HTTP 500 naming it.
+
 JSON script format (``Script.from_json(obj_or_path)``; unknown keys are errors)::
 
     {
@@ -30,8 +49,16 @@ JSON script format (``Script.from_json(obj_or_path)``; unknown keys are errors):
       "replies": [<reply>, ...]
     }
 
-A bare list is shorthand for ``{"replies": [...]}``. A ``<reply>`` is a string (one text item)
-or an object, every key optional::
+A bare list is shorthand for ``{"replies": [...]}``. The keyed form (``load_script(obj_or_path)``
+or ``SessionScripts.from_json``; ``python -m actors.scripted --script`` takes either form) maps
+each conversation key to a script in the form above::
+
+    {
+      "sessions": {"alice": {"replies": [...], "cycle": false}, "bob": ["Hi Bob"]},
+      "header": "X-Session-Id"        # optional: the request header carrying the key
+    }
+
+A ``<reply>`` is a string (one text item) or an object, every key optional::
 
     {
       "items": [<item>, ...],
@@ -86,6 +113,7 @@ as function calls), reasoning as ``delta.reasoning_content``, ``finish_reason`` 
 """
 
 from ._script import (
+    SESSION_HEADER as SESSION_HEADER,
     CustomToolCall as CustomToolCall,
     Disconnect as Disconnect,
     ErrorEvent as ErrorEvent,
@@ -101,14 +129,17 @@ from ._script import (
     Reply as Reply,
     Script as Script,
     ScriptError as ScriptError,
+    SessionScripts as SessionScripts,
     Stall as Stall,
     Text as Text,
     Usage as Usage,
+    load_script as load_script,
     rate_limit_headers as rate_limit_headers,
 )
 from ._server import (
     REDACTED as REDACTED,
     RecordedRequest as RecordedRequest,
+    Router as Router,
     ScriptedServer as ScriptedServer,
     open_scripted_server as open_scripted_server,
 )
@@ -132,8 +163,12 @@ __all__ = [
     "Reply",
     "Script",
     "ScriptError",
+    "SessionScripts",
+    "SESSION_HEADER",
+    "load_script",
     "rate_limit_headers",
     "RecordedRequest",
+    "Router",
     "ScriptedServer",
     "open_scripted_server",
     "REDACTED",

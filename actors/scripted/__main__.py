@@ -3,7 +3,8 @@
 Serves the script until SIGINT or SIGTERM. Once bound it prints exactly one line,
 ``listening on http://HOST:PORT``, to stdout (flushed), so a parent process can wait for it and
 read the port (``--port 0`` picks a free one). Without ``--script`` every request gets the default
-reply ("Done.").
+reply ("Done."). The script file may be keyed by conversation
+(``{"sessions": {"alice": <script>, ...}}``, see :mod:`actors.scripted`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import sys
 
 import trio
 
-from ._script import Script, ScriptError
+from ._script import Script, ScriptError, SessionScripts, load_script
 from ._server import open_scripted_server
 
 
-async def _serve(script: Script, host: str, port: int, events_per_write: int) -> None:
+async def _serve(script: Script | SessionScripts, host: str, port: int, events_per_write: int) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # nobody reads the records of a long-lived process: don't keep every request body
         async with open_scripted_server(
@@ -37,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--script", help="JSON script file (see actors.scripted's docstring)")
+    parser.add_argument(
+        "--script", help="JSON script file, plain or keyed by session (see actors.scripted's docstring)"
+    )
     parser.add_argument("--events-per-write", type=int, default=16, help="SSE events per socket write")
     args = parser.parse_args(argv)
     try:
-        script = Script.from_json(args.script) if args.script else Script()
+        script = load_script(args.script) if args.script else Script()
     except (OSError, ScriptError) as exc:
         print(f"error: cannot load script: {exc}", file=sys.stderr)
         return 2

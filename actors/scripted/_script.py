@@ -446,14 +446,97 @@ class Script:
     def from_json(cls, source: Any) -> Script:
         """Build a script from its JSON form: a parsed object (a mapping or a list of replies)
         or the path (``str`` / ``os.PathLike``) of a JSON file. See the package docstring for
-        the format. Raises :class:`ScriptError` naming the offending place."""
-        if isinstance(source, (str, os.PathLike)):
-            try:
-                with open(source, encoding="utf-8") as f:
-                    source = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ScriptError(f"script file {os.fspath(source)!r} is not JSON: {exc}") from exc
-        return _load_script(source)
+        the format. Raises :class:`ScriptError` naming the offending place (a keyed
+        ``{"sessions": ...}`` script is an error here: use :func:`load_script`), ``OSError`` when
+        the file cannot be read."""
+        return _load_script(_read_json(source))
+
+    @classmethod
+    def per_session(
+        cls, sessions: Mapping[str, Script | Iterable[Reply | str]], *, header: str = "X-Session-Id"
+    ) -> SessionScripts:
+        """One script per conversation key (a :class:`SessionScripts`): ``sessions`` maps a key
+        to its :class:`Script` or to its replies. The server reads a request's key from the
+        ``header`` (default ``X-Session-Id``), else the body's ``prompt_cache_key``, else its
+        ``user``; each key has its own cursor. Raises :class:`ScriptError` on an empty mapping
+        or a key that is not a non-empty string."""
+        return SessionScripts(sessions, header=header)
+
+
+SESSION_HEADER = "X-Session-Id"
+"""The request header a :class:`SessionScripts` reads the conversation key from by default."""
+
+SESSION_BODY_FIELDS = ("prompt_cache_key", "user")
+"""The request body fields read (in order) for the conversation key when the header is absent."""
+
+
+def _to_scripts(sessions: Mapping[str, Script | Iterable[Reply | str]]) -> dict[str, Script]:
+    if not isinstance(sessions, Mapping):
+        raise ScriptError(f"SessionScripts: expected a mapping of session key to script, got {type(sessions).__name__}")
+    if not sessions:
+        raise ScriptError("SessionScripts: no sessions: give at least one key and its script")
+    out: dict[str, Script] = {}
+    for key, value in sessions.items():
+        if not isinstance(key, str) or not key:
+            raise ScriptError(f"SessionScripts: a session key must be a non-empty string, got {key!r}")
+        if isinstance(value, Script):
+            out[key] = value
+        elif isinstance(value, (str, Reply)) or not isinstance(value, Iterable):
+            raise ScriptError(f"SessionScripts[{key!r}]: expected a Script or a list of replies, got {value!r}")
+        else:
+            out[key] = Script(value)
+    return out
+
+
+def _header_name(value: str) -> str:
+    if not isinstance(value, str) or not value or not value.isascii() or " " in value or ":" in value:
+        raise ScriptError(f"SessionScripts.header: {value!r} is not an HTTP header name")
+    return value.lower()
+
+
+@attrs.frozen(eq=False)
+class SessionScripts:
+    """One :class:`Script` per conversation key, each with its own cursor (build it with
+    :meth:`Script.per_session` or pass a ``{key: script}`` mapping to ``open_scripted_server``).
+
+    The server takes a request's key from the ``header`` (stored lower-case; default
+    ``x-session-id``), else from the JSON body's ``prompt_cache_key``, else its ``user``
+    (both endpoints). A request without a key gets HTTP 400, one whose key has no script HTTP
+    404; both error messages name the key and the known keys."""
+
+    scripts: Mapping[str, Script] = attrs.field(converter=_to_scripts)
+    header: str = attrs.field(default=SESSION_HEADER, kw_only=True, converter=_header_name)
+
+    @classmethod
+    def from_json(cls, source: Any) -> SessionScripts:
+        """Build keyed scripts from ``{"sessions": {"key": <script>, ...}, "header": "..."}``
+        (a parsed object or a JSON file's path; each ``<script>`` is a plain script's JSON
+        form). Raises :class:`ScriptError` naming the offending place, ``OSError`` when the file
+        cannot be read."""
+        return _load_sessions(_read_json(source))
+
+
+def load_script(source: Any) -> Script | SessionScripts:
+    """Load either JSON script form (a parsed object or a JSON file's path): a
+    :class:`SessionScripts` when the top-level object has ``"sessions"``, else a
+    :class:`Script`. Raises :class:`ScriptError` naming the offending place, ``OSError`` when
+    the file cannot be read."""
+    obj = _read_json(source)
+    if isinstance(obj, Mapping) and "sessions" in obj:
+        return _load_sessions(obj)
+    return _load_script(obj)
+
+
+def _read_json(source: Any) -> Any:
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, encoding="utf-8") as f:
+                return json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ScriptError(f"script file {os.fspath(source)!r} is not JSON: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ScriptError(f"script file {os.fspath(source)!r} is not UTF-8 text: {exc}") from exc
+    return source
 
 
 def rate_limit_headers(
@@ -601,15 +684,36 @@ def _load_reply(obj: Any, where: str) -> Reply:
     return reply
 
 
-def _load_script(obj: Any) -> Script:
+def _load_script(obj: Any, where: str = "script") -> Script:
     if isinstance(obj, list):
         obj = {"replies": obj}
-    data = _fields(obj, "script", (), ("replies", "cycle", "default", "model"))
+    if isinstance(obj, Mapping) and "sessions" in obj and where == "script":
+        raise ScriptError(
+            'script: a keyed {"sessions": ...} script is not a Script: load it with '
+            "actors.scripted.load_script or SessionScripts.from_json"
+        )
+    data = _fields(obj, where, (), ("replies", "cycle", "default", "model"))
+    prefix = "" if where == "script" else f"{where}."
     replies = data.get("replies", [])
     if not isinstance(replies, list):
-        raise ScriptError(f"script.replies: expected a list, got {type(replies).__name__}")
-    data["replies"] = [_load_reply(r, f"replies[{i}]") for i, r in enumerate(replies)]
+        raise ScriptError(f"{where}.replies: expected a list, got {type(replies).__name__}")
+    data["replies"] = [_load_reply(r, f"{prefix}replies[{i}]") for i, r in enumerate(replies)]
     if "default" in data:
-        data["default"] = _load_reply(data["default"], "default")
-    script: Script = _build("script", Script, data)
+        data["default"] = _load_reply(data["default"], f"{prefix}default")
+    script: Script = _build(where, Script, data)
     return script
+
+
+def _load_sessions(obj: Any) -> SessionScripts:
+    data = _fields(obj, "script", ("sessions",), ("header",))
+    sessions = _expect_mapping(data["sessions"], "script.sessions")
+    if not sessions:
+        raise ScriptError("script.sessions: no sessions: give at least one key and its script")
+    scripts: dict[str, Script] = {}
+    for key, value in sessions.items():
+        if not key:
+            raise ScriptError("script.sessions: a session key must be a non-empty string")
+        scripts[key] = _load_script(value, f"sessions[{key!r}]")
+    kwargs: dict[str, Any] = {"header": data["header"]} if "header" in data else {}
+    result: SessionScripts = _build("script", SessionScripts, {"scripts": scripts, **kwargs})
+    return result

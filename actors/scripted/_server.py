@@ -8,7 +8,7 @@ hangs up mid-stream ends that task, never the server.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Literal
@@ -19,9 +19,19 @@ import msgspec
 import trio
 
 from ._render import Rendered, malformed_event, render_chat, render_responses
-from ._script import Disconnect, HttpError, Malformed, Reply, Script, Stall
+from ._script import (
+    SESSION_BODY_FIELDS,
+    Disconnect,
+    HttpError,
+    Malformed,
+    Reply,
+    Script,
+    SessionScripts,
+    Stall,
+    Text,
+)
 
-__all__ = ["RecordedRequest", "ScriptedServer", "open_scripted_server", "REDACTED"]
+__all__ = ["RecordedRequest", "Router", "ScriptedServer", "open_scripted_server", "REDACTED"]
 
 REDACTED = "[REDACTED]"
 """What a recorded request holds in place of a secret header's value."""
@@ -54,7 +64,9 @@ class RecordedRequest:
     an ``Authorization`` value is kept (``"Bearer [REDACTED]"``). ``body`` is the parsed JSON
     body (``None`` when absent or not JSON). ``endpoint`` is ``"responses"``, ``"chat"`` or
     ``None`` (unknown path); ``reply_index`` is the script position of the reply served (``None``
-    when the default reply was served or no reply was consumed).
+    when the default reply was served, no reply was consumed or a router chose it).
+    ``session`` is the request's conversation key (the session header, else the body's
+    ``prompt_cache_key``, else its ``user``; ``None`` when it has none).
     """
 
     method: str
@@ -63,6 +75,14 @@ class RecordedRequest:
     body: Any
     endpoint: Endpoint | None
     reply_index: int | None
+    session: str | None = None
+
+
+Router = Callable[[RecordedRequest], "Reply | str"]
+"""A reply chooser for :func:`open_scripted_server`: called (synchronously) once per streaming
+request with the request as a :class:`RecordedRequest` (secrets redacted, ``reply_index``
+``None``); returns the :class:`Reply` to serve (a string: one text item). An exception it raises
+is answered with HTTP 500 naming the exception."""
 
 
 @attrs.define(eq=False)
@@ -70,7 +90,8 @@ class ScriptedServer:
     """A running scripted model server (from :func:`open_scripted_server`).
 
     Every POST to ``/v1/responses`` or ``/v1/chat/completions`` consumes the next reply of the
-    script (one cursor shared by both endpoints and all connections).
+    script (one cursor shared by both endpoints and all connections) — unless ``sessions`` is
+    set (one script and cursor per conversation key) or ``router`` is (it picks each reply).
     """
 
     script: Script
@@ -85,7 +106,13 @@ class ScriptedServer:
     """How many replies have been consumed (the cursor)."""
     connections_opened: int = 0
     """How many TCP connections were accepted (keep-alive reuses them)."""
-    _cache: dict[tuple[int, str, bool], Rendered] = attrs.field(factory=dict)
+    sessions: SessionScripts | None = None
+    """The keyed scripts, when the server routes by conversation key (``script`` is unused)."""
+    router: Router | None = None
+    """The reply chooser, when a callable routes the replies (``script`` only names the model)."""
+    served_by_session: dict[str, int] = attrs.field(factory=dict)
+    """How many replies each conversation key has consumed (its cursor), with ``sessions``."""
+    _cache: dict[tuple[str | None, int, str, bool], Rendered] = attrs.field(factory=dict)
 
     @property
     def url(self) -> str:
@@ -104,26 +131,79 @@ class ScriptedServer:
         """The next reply and its script index (``-1`` for the default reply)."""
         n = self.replies_served
         self.replies_served += 1
-        replies = self.script.replies
-        if n < len(replies):
-            return n, replies[n]
-        if self.script.cycle and replies:
-            i = n % len(replies)
-            return i, replies[i]
-        return -1, self.script.default
+        return _pick(self.script, n)
 
-    def _rendered(self, index: int, reply: Reply, endpoint: Endpoint, usage: bool) -> Rendered:
+    def _rendered(
+        self, index: int, reply: Reply, endpoint: Endpoint, usage: bool, session: str | None = None
+    ) -> Rendered:
         # rendering never awaits, so concurrent requests for one reply render it once
-        key = (index, endpoint, usage)
+        key = (session, index, endpoint, usage)
         rendered = self._cache.get(key)
         if rendered is None:
+            script = self.script if session is None or self.sessions is None else self.sessions.scripts[session]
             tag = str(index) if index >= 0 else "default"
-            if endpoint == "responses":
-                rendered = render_responses(reply, tag=tag, model=self.script.model)
-            else:
-                rendered = render_chat(reply, tag=tag, model=self.script.model, include_usage=usage)
+            if session is not None:
+                tag = f"{session}_{tag}"
+            rendered = _render(reply, endpoint, tag=tag, model=script.model, usage=usage)
             self._cache[key] = rendered
         return rendered
+
+    def _session_key(self, incoming: _Incoming) -> str | None:
+        header = self.sessions.header if self.sessions is not None else "x-session-id"
+        value = incoming.headers.get(header)
+        if value:
+            return value
+        body = incoming.body
+        if isinstance(body, dict):
+            for name in SESSION_BODY_FIELDS:
+                field = body.get(name)
+                if isinstance(field, str) and field:
+                    return field
+        return None
+
+    def _choose(self, incoming: _Incoming, session: str | None) -> tuple[int, Reply, str | None] | HttpError:
+        """The reply for a keyed or routed request: ``(script index, reply, cache key)``, or the
+        error to answer with."""
+        if self.router is not None:
+            self.replies_served += 1
+            request = incoming.record(None, session)
+            try:
+                chosen = self.router(request)
+                if isinstance(chosen, str):
+                    chosen = Reply(items=[Text(chosen)])
+                if not isinstance(chosen, Reply):
+                    raise TypeError(f"the router returned {type(chosen).__name__}, not a Reply or a str")
+            except Exception as exc:
+                return HttpError(
+                    status=500,
+                    message=f"the scripted server's router {_name_of(self.router)} raised {type(exc).__name__}: {exc}",
+                    type="server_error",
+                )
+            return -1, chosen, None
+        assert self.sessions is not None
+        known = sorted(self.sessions.scripts)
+        if session is None:
+            fields = " or ".join(repr(f) for f in SESSION_BODY_FIELDS)
+            return HttpError(
+                status=400,
+                message=f"no session key in the request: send the {self.sessions.header!r} header "
+                f"(or a {fields} body field) naming one of the known sessions {known}",
+                type="invalid_request_error",
+                code="missing_session",
+            )
+        script = self.sessions.scripts.get(session)
+        if script is None:
+            return HttpError(
+                status=404,
+                message=f"no script for session {session!r}: the known sessions are {known}",
+                type="invalid_request_error",
+                code="unknown_session",
+            )
+        n = self.served_by_session.get(session, 0)
+        self.served_by_session[session] = n + 1
+        self.replies_served += 1
+        index, reply = _pick(script, n)
+        return index, reply, session
 
     # ---- HTTP -------------------------------------------------------------------------------
 
@@ -174,8 +254,18 @@ class ScriptedServer:
 
         endpoint, body = incoming.endpoint, incoming.body
         assert endpoint is not None and isinstance(body, dict)
-        index, reply = self._next_reply()
-        self._record(incoming, index if index >= 0 else None)
+        session = self._session_key(incoming)
+        cache_session: str | None = None
+        if self.sessions is None and self.router is None:
+            index, reply = self._next_reply()
+        else:
+            chosen = self._choose(incoming, session)
+            if isinstance(chosen, HttpError):
+                self._record(incoming, None, session)
+                await _send_error(stream, conn, chosen, {})
+                return True
+            index, reply, cache_session = chosen
+        self._record(incoming, index if index >= 0 else None, session)
 
         http_error = reply.http_error
         if http_error is not None:
@@ -186,21 +276,17 @@ class ScriptedServer:
         if endpoint == "chat":
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        rendered = self._rendered(index, reply, endpoint, include_usage)
+        if self.router is not None:
+            # a router's replies are new objects: render each one (tagged by the request count)
+            tag = f"r{self.replies_served}"
+            rendered = _render(reply, endpoint, tag=tag, model=self.script.model, usage=include_usage)
+        else:
+            rendered = self._rendered(index, reply, endpoint, include_usage, cache_session)
         return await self._stream(stream, conn, reply, rendered, named_events=endpoint == "responses")
 
-    def _record(self, incoming: _Incoming, reply_index: int | None) -> None:
+    def _record(self, incoming: _Incoming, reply_index: int | None, session: str | None = None) -> None:
         if self.record_requests:
-            self.requests.append(
-                RecordedRequest(
-                    method=incoming.method,
-                    path=incoming.path,
-                    headers=incoming.headers,
-                    body=incoming.body,
-                    endpoint=incoming.endpoint,
-                    reply_index=reply_index,
-                )
-            )
+            self.requests.append(incoming.record(reply_index, session))
 
     async def _stream(
         self, stream: trio.SocketStream, conn: h11.Connection, reply: Reply, rendered: Rendered, named_events: bool
@@ -271,6 +357,18 @@ class _Incoming:
             endpoint = None
         return cls(method, path, headers, body, bad_json, endpoint)
 
+    def record(self, reply_index: int | None, session: str | None) -> RecordedRequest:
+        """This request as a :class:`RecordedRequest`."""
+        return RecordedRequest(
+            method=self.method,
+            path=self.path,
+            headers=self.headers,
+            body=self.body,
+            endpoint=self.endpoint,
+            reply_index=reply_index,
+            session=session,
+        )
+
     def refusal(self) -> HttpError | None:
         """The error answer for a request the server does not serve (unknown path, not a POST,
         not a JSON object, not streaming), else ``None``."""
@@ -299,6 +397,28 @@ class _Incoming:
                 code="unsupported_value",
             )
         return None
+
+
+def _pick(script: Script, n: int) -> tuple[int, Reply]:
+    """The ``n``-th reply of ``script`` (0-based) and its index (``-1`` for the default)."""
+    replies = script.replies
+    if n < len(replies):
+        return n, replies[n]
+    if script.cycle and replies:
+        i = n % len(replies)
+        return i, replies[i]
+    return -1, script.default
+
+
+def _render(reply: Reply, endpoint: Endpoint, *, tag: str, model: str, usage: bool) -> Rendered:
+    if endpoint == "responses":
+        return render_responses(reply, tag=tag, model=model)
+    return render_chat(reply, tag=tag, model=model, include_usage=usage)
+
+
+def _name_of(router: Router) -> str:
+    name = getattr(router, "__qualname__", None) or type(router).__qualname__
+    return f"{name!r}"
 
 
 async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
@@ -387,7 +507,7 @@ async def _write_with_faults(
 
 @asynccontextmanager
 async def open_scripted_server(
-    script: Script | None = None,
+    script: Script | SessionScripts | Mapping[str, Script | Iterable[Reply | str]] | Router | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -395,6 +515,12 @@ async def open_scripted_server(
     record_requests: bool = True,
 ) -> AsyncIterator[ScriptedServer]:
     """Serve ``script`` over HTTP on ``host:port`` for the body of the ``async with``.
+
+    ``script`` is a :class:`Script` (one cursor for every request), a :class:`SessionScripts`
+    or a ``{key: Script or replies}`` mapping (one script and cursor per conversation key, read
+    from the ``X-Session-Id`` header or the body's ``prompt_cache_key`` / ``user``; see
+    :meth:`Script.per_session`), or a :data:`Router` callable that picks each reply from the
+    request. ``None``: every request gets ``"Done."``.
 
     ``port=0`` picks a free port (read it from ``server.port`` / ``server.base_url``). The server
     binds loopback by default: it is a test double, not meant to face a network.
@@ -404,15 +530,33 @@ async def open_scripted_server(
 
     Leaving the block cancels the server and every open connection; an exception raised in the
     block comes out as it is (not wrapped in an ``ExceptionGroup``). Raises ``OSError`` when the
-    address cannot be bound. Checkpoints on entry.
+    address cannot be bound, :class:`ScriptError` for a malformed session mapping, ``TypeError``
+    when ``script`` is none of the accepted forms. Checkpoints on entry.
     """
     if events_per_write < 1:
         raise ValueError(f"events_per_write must be >= 1, got {events_per_write}")
+    sessions: SessionScripts | None = None
+    router: Router | None = None
+    if script is None:
+        script = Script()
+    elif isinstance(script, SessionScripts):
+        sessions, script = script, Script()
+    elif isinstance(script, Mapping):
+        sessions, script = SessionScripts(script), Script()
+    elif not isinstance(script, Script):
+        if not callable(script):
+            raise TypeError(
+                f"open_scripted_server: script must be a Script, SessionScripts, a mapping of session "
+                f"key to script or a router callable, got {type(script).__name__}"
+            )
+        router, script = script, Script()
     server = ScriptedServer(
-        script if script is not None else Script(),
+        script,
         host=host,
         events_per_write=events_per_write,
         record_requests=record_requests,
+        sessions=sessions,
+        router=router,
     )
     # bound outside the nursery so that a bind error comes out as a plain OSError
     listeners = await trio.open_tcp_listeners(port, host=host)
