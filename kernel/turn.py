@@ -10,7 +10,11 @@ stream goes on), drains them, and records their outputs in call order.
 :class:`Turn` repeats sampling requests while a follow-up is needed and owns the turn's cancel
 scope: :meth:`Turn.interrupt` (or cancelling any enclosing scope) stops the stream and the running
 tools, and every call that has no output yet gets an "aborted" output, so history stays
-well-formed. Outputs are recorded under a shielded scope so an interrupt cannot lose them.
+well-formed. Outputs are recorded under a shielded scope so an interrupt cannot lose them. An
+assistant message cut off mid-stream is recorded too, as far as its text deltas were published: an
+assistant :class:`~kernel.items.Message` with ``status: "incomplete"`` (see
+:func:`partial_message`), before the aborted outputs, so what the user saw is what the model sees
+next.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ __all__ = [
     "TurnOutcome",
     "run_turn",
     "aborted_output_text",
+    "partial_message",
     "SHELL_TOOL_NAMES",
 ]
 
@@ -93,6 +98,29 @@ def aborted_output_text(item: ResponseItem, seconds: float) -> str:
     if shell:
         return f"Wall time: {seconds:.1f} seconds\naborted by user"
     return f"aborted by user after {seconds:.1f}s"
+
+
+def partial_message(deltas: Sequence[OutputTextDelta]) -> Message | None:
+    """The assistant message an interrupt cut off, from the text deltas published for it.
+
+    The message is the item of the last delta: its text is the concatenation of that item's
+    deltas, in order; it is recorded as ``{"type": "message", "role": "assistant", "content":
+    [{"type": "output_text", "text": ...}], "status": "incomplete"}`` (``id`` is the delta's
+    ``item_id``; the Responses request body drops ids). ``None`` when there are no deltas or their
+    text is empty. Does not raise; does not checkpoint.
+    """
+    if not deltas:
+        return None
+    item_id = deltas[-1].item_id
+    text = "".join([d.delta for d in deltas if d.item_id == item_id])
+    if not text:
+        return None
+    return Message(
+        role="assistant",
+        content=({"type": "output_text", "text": text},),
+        id=item_id,
+        extra={"status": "incomplete"},
+    )
 
 
 def _call_name(item: ResponseItem) -> str:
@@ -202,11 +230,14 @@ class TurnHost(Generic[CallT]):
         On a stream failure the calls already started are drained (their outputs recorded) before
         the error propagates, so a retry's history is complete. On cancellation (or a fatal tool
         error) every call without an output gets an aborted one. Outputs are recorded in call
-        order.
+        order. On cancellation an assistant message whose text was streaming (deltas published,
+        no ``output_item.done``) is first recorded as an incomplete message
+        (:func:`partial_message`); a stream error or a fatal tool error records no partial text.
         """
         in_flight: list[_InFlight] = []
         state = _RequestState()
         error: KernelError | None = None
+        aborted = False
         try:
             with trio.CancelScope() as request_scope:
                 state.scope = request_scope
@@ -216,7 +247,12 @@ class TurnHost(Generic[CallT]):
                     except KernelError as exc:
                         # drain: the calls already started finish (the nursery waits for them)
                         error = exc
+        except BaseException:
+            aborted = True  # cancelled (interrupt or an enclosing scope): the turn ends aborted
+            raise
         finally:
+            if aborted and state.shown:
+                await self._record_partial(state)
             # every exit, cancellation included: each call gets exactly one output, in call order
             await self._record_outputs(in_flight, state)
         if state.fatal is not None:
@@ -236,6 +272,7 @@ class TurnHost(Generic[CallT]):
         in_flight: list[_InFlight],
         state: _RequestState,
     ) -> None:
+        partial = state.partial  # the text deltas of the message streaming now (cleared on its done)
         try:
             async with client.stream(prompt) as batches:
                 async for batch in batches:
@@ -245,6 +282,7 @@ class TurnHost(Generic[CallT]):
                         kind = type(event)
                         if kind is OutputTextDelta:  # the same class as ev.TextDelta: forwarded
                             out.append(event)  # type: ignore[arg-type]
+                            partial.append(event)  # type: ignore[arg-type]
                         elif kind is OutputItemDone:
                             await self._on_item_done(event.item, tools, nursery, in_flight, state, out)  # type: ignore[union-attr]
                         elif kind is ToolCallInputDelta:  # the same class as ev.ToolInputDelta
@@ -272,6 +310,7 @@ class TurnHost(Generic[CallT]):
                         elif kind is Created:
                             pass
                     if out:
+                        state.shown = len(partial)  # handed to the sink: the user may see them
                         await self.events.publish(out)
                     if state.completed:
                         break
@@ -302,6 +341,7 @@ class TurnHost(Generic[CallT]):
             out.append(ev.ItemCompleted(classified.item))
             out.append(ev.ToolCallStarted(classified.call.call_id, _call_name(classified.item), classified.item))
             # publish before starting so "started" always precedes "finished"
+            state.shown = len(state.partial)
             await self.events.publish(out)
             out.clear()
             nursery.start_soon(self._run_call, tools, slot, state)
@@ -315,6 +355,10 @@ class TurnHost(Generic[CallT]):
             state.needs_follow_up = True
         else:
             await self.history.record([classified.item])
+            if isinstance(item, Message) and state.partial:
+                # the streaming message is recorded whole: its deltas are no longer partial
+                state.partial.clear()
+                state.shown = 0
             out.append(ev.ItemCompleted(classified.item))
             if isinstance(item, Message) and item.role == "assistant":
                 text = item.text()
@@ -349,6 +393,13 @@ class TurnHost(Generic[CallT]):
                 [ev.ToolCallFinished(slot.call.call_id, output, status, self.clock() - slot.started)]
             )
 
+    async def _record_partial(self, state: _RequestState) -> None:
+        """Record the interrupted message's published text as an incomplete message. Shielded."""
+        message = partial_message(state.partial[: state.shown])
+        if message is not None:
+            with trio.CancelScope(shield=True):
+                await self.history.record([message])
+
     async def _record_outputs(self, in_flight: list[_InFlight], state: _RequestState) -> None:
         """Record every call's output in call order; calls without one get an aborted output.
         Shielded: an interrupt must not lose outputs."""
@@ -381,6 +432,10 @@ class _RequestState:
     completed: bool = False
     fatal: FatalError | None = None
     scope: trio.CancelScope | None = None
+    partial: list[OutputTextDelta] = attrs.field(factory=list)
+    """Text deltas since the last completed message (the one streaming now)."""
+    shown: int = 0
+    """How many of ``partial`` were handed to the event sink."""
 
     def fail(self, exc: FatalError) -> None:
         """A fatal tool error: stop the stream and the other calls."""

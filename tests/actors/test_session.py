@@ -310,7 +310,12 @@ async def test_interrupt_mid_stream_and_mid_tool(autojump_clock: trio.testing.Mo
         session.interrupt()
         outcome = await handle.result()
         assert outcome.status == "aborted"
-        assert await session.history() == [Message.user("stream slowly")]
+        # the streamed part is kept as an incomplete assistant message (tests/actors/test_interrupted_text.py)
+        streamed = await session.history()
+        assert streamed[0] == Message.user("stream slowly") and len(streamed) == 2
+        partial = streamed[1]
+        assert isinstance(partial, Message) and partial.extra == {"status": "incomplete"}
+        assert partial.text() and set(partial.text()) == {"x"}
 
         handle = await session.submit("run tools")
         await trio.sleep(5)

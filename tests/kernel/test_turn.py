@@ -195,7 +195,14 @@ async def test_interrupt_mid_stream_and_during_backoff(autojump_clock: Any) -> N
         await trio.testing.wait_all_tasks_blocked()
         turn.interrupt()
     assert turn.outcome.status == "aborted"  # type: ignore[union-attr]
-    assert host.history.items == [Message.user("x")]  # type: ignore[attr-defined]
+    # the streamed part is kept as an incomplete assistant message (tests/kernel/test_interrupted_text.py)
+    partial = Message(
+        role="assistant",
+        content=({"type": "output_text", "text": "partial"},),
+        id="msg-1",
+        extra={"status": "incomplete"},
+    )
+    assert host.history.items == [Message.user("x"), partial]  # type: ignore[attr-defined]
 
     host = make_host([ScriptedResponse(fault=Fault("server_delay", delay=30))])
     turn = Turn(host, [Message.user("x")])
