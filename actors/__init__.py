@@ -44,6 +44,7 @@ from .session import (
     Session as Session,
     TurnHandle as TurnHandle,
     open_session as open_session,
+    run_session as run_session,
 )
 from .tools import (
     Tool as Tool,

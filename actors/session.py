@@ -16,6 +16,14 @@ the ToolActor, the HistoryActor and the turn runner; the Notifier needs no task.
 ``async with`` cancels the running turn (its calls in flight get aborted outputs, recorded before
 the history closes) and every actor: no task outlives the session.
 
+To keep a session beyond one block, run it in a nursery: ``session = await
+nursery.start(functools.partial(run_session, model=..., rollout=...))``; it lives until
+``await session.aclose()`` (graceful: the running turn is interrupted and records its aborted
+outputs, then the rollout is flushed and closed) or until the nursery is cancelled.
+``session.closed`` and ``await session.wait_closed()`` tell when it ended. ``resume="auto"``
+creates the rollout or resumes it; errors while opening are raised as themselves, not as
+exception groups.
+
 An idle session costs little: the ToolActor starts at the first tool call, the turn runner runs
 only while turns are queued, and an in-memory history (no rollout) needs no task.
 
@@ -36,7 +44,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import trio
@@ -53,7 +61,7 @@ from .notify import Notifier, Subscription
 from .secrets import RedactingClient, RedactingToolExecutor, Redactor
 from .tools import Tool, ToolActor, ToolRegistry
 
-__all__ = ["Session", "TurnHandle", "open_session"]
+__all__ = ["Session", "TurnHandle", "open_session", "run_session"]
 
 
 @attrs.define(eq=False)
@@ -159,7 +167,9 @@ class Session:
         self._turns: trio.Nursery | None = None  # set by open_session
         self._runner = False  # a runner task is draining the queue
         self._current: TurnHandle | None = None
-        self._closed = False
+        self._closed = False  # closing began: submit() refuses
+        self._closed_event = trio.Event()  # closing ended: see wait_closed()
+        self._close_hooks: list[Callable[[], None]] = []  # stop what open_session started
 
     # --- public API ----------------------------------------------------------------------
 
@@ -221,6 +231,40 @@ class Session:
         path = self._history.rollout
         return os.fspath(path) if path is not None else None
 
+    @property
+    def closed(self) -> bool:
+        """Whether the session has closed: :meth:`aclose` finished, or the ``async with`` block
+        (or the nursery running :func:`run_session`) ended. :meth:`submit` refuses as soon as
+        closing begins."""
+        return self._closed_event.is_set()
+
+    async def wait_closed(self) -> None:
+        """Wait until :attr:`closed` (returns at once if it is; checkpoints). Also returns when
+        the session died (its actors failed): the error then goes to whoever opened it."""
+        await self._closed_event.wait()
+
+    async def aclose(self) -> None:
+        """Close gracefully: queued turns end ``aborted``, the running turn is interrupted and
+        records its aborted outputs, then the rollout is fsynced and closed, the session's own
+        actors stop and subscriptions end. Idempotent (a second call waits for the first);
+        checkpoints. Called inside the ``async with`` block, the block goes on (later
+        :meth:`submit` calls raise :class:`trio.ClosedResourceError`, :meth:`history`
+        :class:`~actors.history.HistoryClosed`); in :func:`run_session` it
+        ends the session's task. If cancelled, the rest is done when the block or task ends.
+        Raises :class:`~actors.history.RolloutError` if the final flush failed."""
+        if self._closed:
+            await self.wait_closed()
+            return
+        self._close()
+        current = self._current
+        if current is not None:
+            current.interrupt()
+            await current._done.wait()
+        try:
+            await self._history.aclose()
+        finally:
+            self._shutdown()
+
     # --- the turn runner -----------------------------------------------------------------
 
     async def _run_turns(self) -> None:
@@ -245,6 +289,15 @@ class Session:
                     handle._done.set()
         finally:
             self._runner = False
+
+    def _shutdown(self) -> None:
+        """Stop what open_session started and mark the session closed. Does not checkpoint. (The
+        turn runner has left by now; the turns nursery also holds the caller's block, so it is
+        not cancelled here.)"""
+        for hook in self._close_hooks:
+            hook()
+        self.notifier.close()
+        self._closed_event.set()
 
     def _close(self) -> None:
         self._closed = True
@@ -272,13 +325,43 @@ def _redactor_for(redact: Redactor | Iterable[str] | None, settings: ModelSettin
     return Redactor.from_settings(settings, extra=redact or ())
 
 
+Resume = bool | Literal["auto"]
+"""``open_session(resume=...)``: ``False`` (create), ``True`` (continue) or ``"auto"`` (either)."""
+
+
+def _resolve_resume(resume: Resume, rollout: str | os.PathLike[str] | None) -> bool:
+    if resume == "auto":
+        return rollout is not None and os.path.lexists(rollout)
+    if not isinstance(resume, bool):
+        raise ValueError(f'open_session(resume={resume!r}): use True, False or "auto"')
+    return resume
+
+
+def _only_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The single exception at the bottom of nested groups, or ``None`` if there are several."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        if len(leaf.exceptions) != 1:
+            return None
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+async def _run_owned_model(
+    actor: ModelActor, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with scope:
+        await actor.run(task_status=task_status)
+
+
 @asynccontextmanager
 async def open_session(
     *,
     model: ModelSettings | ModelActor | ModelClient,
     tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
     rollout: str | os.PathLike[str] | None = None,
-    resume: bool = False,
+    resume: Resume = False,
+    session_id: str | None = None,
     prompt_config: PromptConfig | None = None,
     parallel_tool_calls: bool = True,
     max_retries: int | None = None,
@@ -291,9 +374,14 @@ async def open_session(
     ``model``: :class:`~actors.model.ModelSettings` (the session runs its own ModelActor), a
     running :class:`~actors.model.ModelActor` (shared: one HTTP client for many sessions), or any
     :class:`kernel.ModelClient`. ``tools``: a :class:`~actors.tools.ToolRegistry` or tools /
-    functions to register. ``rollout``: a JSONL file to write (``resume=True`` continues an
-    existing one, repairing dangling calls). ``max_retries`` defaults to the model settings'
-    ``stream_max_retries`` (5).
+    functions to register. ``rollout``: a JSONL file to write. ``resume``: ``False`` creates it
+    (``FileExistsError`` if it exists), ``True`` continues an existing one, repairing dangling
+    calls, ``"auto"`` resumes when the file exists and creates it otherwise. ``max_retries``
+    defaults to the model settings' ``stream_max_retries`` (5).
+
+    ``session_id``: recorded in a new rollout's header and exposed as
+    :attr:`Session.session_id` (default: a random UUID). When resuming, the rollout's own id is
+    kept; a different ``session_id`` raises ``ValueError`` naming the file.
 
     ``redact``: the secrets scrubbed from tool outputs, model errors and turn failures before the
     history, the events or the rollout record them. Default (``None``):
@@ -301,54 +389,131 @@ async def open_session(
     (when ``model`` is settings or a ModelActor) and the environment; an iterable of values adds
     to that default; a :class:`~actors.secrets.Redactor` replaces it (``Redactor()``: scrub
     nothing). Without secrets nothing is wrapped.
+
+    Errors while opening are raised as themselves, never wrapped in an ``ExceptionGroup``:
+    ``FileNotFoundError`` (``resume=True``, no rollout), ``FileExistsError``,
+    :class:`~actors.history.RolloutError` (a corrupt rollout), other ``OSError`` (unreadable
+    file), each naming the file; errors from starting the model actor likewise. To keep a session
+    beyond one block, run it in a nursery with :func:`run_session`; to end it early, await
+    :meth:`Session.aclose`.
     """
     registry = _registry_of(tools)
     settings = model.settings if isinstance(model, ModelActor) else model if isinstance(model, ModelSettings) else None
     redactor = _redactor_for(redact, settings)
     model_name = settings.model if settings is not None else getattr(model, "model", "")
-    meta = None if resume else SessionMeta.new(model=model_name, cwd=os.fspath(cwd) if cwd is not None else os.getcwd())
+    resuming = _resolve_resume(resume, rollout)
+    meta = (
+        None
+        if resuming
+        else SessionMeta.new(
+            model=model_name, cwd=os.fspath(cwd) if cwd is not None else os.getcwd(), session_id=session_id
+        )
+    )
     retries = max_retries if max_retries is not None else (settings.stream_max_retries if settings else 5)
     notifier = Notifier() if max_buffer is None else Notifier(max_buffer=max_buffer)
-    async with trio.open_nursery() as nursery:
-        try:
-            if isinstance(model, ModelSettings):
-                actor = ModelActor(model)
-                await nursery.start(actor.run)
-                client: ModelClient = actor.client()
-            elif isinstance(model, ModelActor):
-                client = model.client()
-            else:
-                client = model
-            if redactor:
-                client = RedactingClient(client, redactor, model=model_name)
-            async with open_history(rollout=rollout, session_meta=meta, resume=resume) as history:
-                tool_actor = ToolActor(registry)
-                tool_actor.start_on_demand(nursery)
-                host: TurnHost[Any] = TurnHost(
-                    client,
-                    RedactingToolExecutor(tool_actor, redactor) if redactor else tool_actor,
-                    history,
-                    _RedactingSink(notifier, history, redactor) if redactor else _SessionSink(notifier, history),
-                    prompt_config=prompt_config or PromptConfig(),
-                    tool_config=registry.tool_config(parallel_tool_calls=parallel_tool_calls)
-                    if len(registry)
-                    else ToolConfig(),
-                    max_retries=retries,
-                )
-                session = Session(
-                    host=host,
-                    history=history,
-                    notifier=notifier,
-                    session_id=history.meta.session_id,
-                    redactor=redactor,
-                )
-                async with trio.open_nursery() as turns:
-                    session._turns = turns
-                    try:
-                        yield session
-                    finally:
-                        session._close()
-                        turns.cancel_scope.cancel()
-        finally:
-            notifier.close()
-            nursery.cancel_scope.cancel()
+    session: Session | None = None
+    opened = False
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                model_scope = trio.CancelScope()
+                if isinstance(model, ModelSettings):
+                    actor = ModelActor(model)
+                    await nursery.start(_run_owned_model, actor, model_scope)
+                    client: ModelClient = actor.client()
+                elif isinstance(model, ModelActor):
+                    client = model.client()
+                else:
+                    client = model
+                if redactor:
+                    client = RedactingClient(client, redactor, model=model_name)
+                async with open_history(rollout=rollout, session_meta=meta, resume=resuming) as history:
+                    if resuming and session_id is not None and session_id != history.meta.session_id:
+                        raise ValueError(
+                            f"open_session(session_id={session_id!r}): the rollout {os.fspath(rollout or '')!r} "
+                            f"belongs to session {history.meta.session_id!r}; pass its id or session_id=None"
+                        )
+                    tool_actor = ToolActor(registry)
+                    tool_actor.start_on_demand(nursery)
+                    host: TurnHost[Any] = TurnHost(
+                        client,
+                        RedactingToolExecutor(tool_actor, redactor) if redactor else tool_actor,
+                        history,
+                        _RedactingSink(notifier, history, redactor) if redactor else _SessionSink(notifier, history),
+                        prompt_config=prompt_config or PromptConfig(),
+                        tool_config=registry.tool_config(parallel_tool_calls=parallel_tool_calls)
+                        if len(registry)
+                        else ToolConfig(),
+                        max_retries=retries,
+                    )
+                    session = Session(
+                        host=host,
+                        history=history,
+                        notifier=notifier,
+                        session_id=history.meta.session_id,
+                        redactor=redactor,
+                    )
+                    session._close_hooks += [tool_actor.close, model_scope.cancel]
+                    async with trio.open_nursery() as turns:
+                        session._turns = turns
+                        opened = True
+                        try:
+                            yield session
+                        finally:
+                            session._close()
+                            turns.cancel_scope.cancel()
+            finally:
+                notifier.close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # an error while opening comes out of the nurseries above (and the model actor's):
+        # raise it as itself, so `except FileNotFoundError` / `except RolloutError` work
+        leaf = None if opened else _only_leaf(group)
+        if leaf is None:
+            raise
+        raise leaf from leaf.__cause__
+    finally:
+        if session is not None:
+            session._closed_event.set()
+
+
+async def run_session(
+    *,
+    model: ModelSettings | ModelActor | ModelClient,
+    tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
+    rollout: str | os.PathLike[str] | None = None,
+    resume: Resume = False,
+    session_id: str | None = None,
+    prompt_config: PromptConfig | None = None,
+    parallel_tool_calls: bool = True,
+    max_retries: int | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    max_buffer: int | None = None,
+    redact: Redactor | Iterable[str] | None = None,
+    task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a session as a task of the caller's nursery, so it outlives the function that opened
+    it::
+
+        session = await nursery.start(functools.partial(run_session, model=..., rollout=path))
+        ...                                   # later, elsewhere
+        await session.aclose()                # or cancel the nursery
+
+    Arguments as for :func:`open_session`, whose opening errors ``nursery.start`` raises as
+    themselves. Returns once :meth:`Session.aclose` finished; cancellation closes the session as
+    leaving :func:`open_session`'s block does (the running turn records aborted outputs)."""
+    async with open_session(
+        model=model,
+        tools=tools,
+        rollout=rollout,
+        resume=resume,
+        session_id=session_id,
+        prompt_config=prompt_config,
+        parallel_tool_calls=parallel_tool_calls,
+        max_retries=max_retries,
+        cwd=cwd,
+        max_buffer=max_buffer,
+        redact=redact,
+    ) as session:
+        task_status.started(session)
+        await session.wait_closed()
