@@ -308,6 +308,13 @@ class Session:
             handle._done.set()
 
 
+def _with_cache_key(config: PromptConfig, session_id: str) -> PromptConfig:
+    """``config`` with the session's id as its ``prompt_cache_key`` unless it names one."""
+    if config.prompt_cache_key is not None or not session_id:
+        return config
+    return attrs.evolve(config, prompt_cache_key=session_id)
+
+
 def _registry_of(tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None) -> ToolRegistry:
     if isinstance(tools, ToolRegistry):
         return tools
@@ -380,7 +387,7 @@ async def open_session(
     defaults to the model settings' ``stream_max_retries`` (5).
 
     ``session_id``: recorded in a new rollout's header and exposed as
-    :attr:`Session.session_id` (default: a random UUID). When resuming, the rollout's own id is
+    :attr:`Session.session_id` (default: a random UUID), and the default ``prompt_cache_key`` of its requests. When resuming, the rollout's own id is
     kept; a different ``session_id`` raises ``ValueError`` naming the file.
 
     ``redact``: the secrets scrubbed from tool outputs, model errors and turn failures before the
@@ -440,7 +447,7 @@ async def open_session(
                         RedactingToolExecutor(tool_actor, redactor) if redactor else tool_actor,
                         history,
                         _RedactingSink(notifier, history, redactor) if redactor else _SessionSink(notifier, history),
-                        prompt_config=prompt_config or PromptConfig(),
+                        prompt_config=_with_cache_key(prompt_config or PromptConfig(), history.meta.session_id),
                         tool_config=registry.tool_config(parallel_tool_calls=parallel_tool_calls)
                         if len(registry)
                         else ToolConfig(),

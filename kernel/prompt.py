@@ -71,6 +71,9 @@ class Prompt:
     personality: str | None = None
     output_schema: Mapping[str, Any] | None = None
     output_schema_strict: bool = True
+    prompt_cache_key: str | None = None
+    """Sent as the Responses API's ``prompt_cache_key`` (requests sharing it share a prompt cache;
+    a session uses its ``session_id`` by default)."""
 
     def formatted_input(self) -> list[ResponseItem]:
         """The input as sent to the model.
@@ -102,6 +105,7 @@ class PromptConfig:
     personality: str | None = None
     output_schema: Mapping[str, Any] | None = None
     output_schema_strict: bool = True
+    prompt_cache_key: str | None = None
 
     def build_prompt(self, input: Iterable[ResponseItem], tool_config: ToolConfig) -> Prompt:
         """A prompt of ``input`` with these settings and ``tool_config``'s tools."""
@@ -113,6 +117,7 @@ class PromptConfig:
             personality=self.personality,
             output_schema=self.output_schema,
             output_schema_strict=self.output_schema_strict,
+            prompt_cache_key=self.prompt_cache_key,
         )
 
 

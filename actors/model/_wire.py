@@ -37,6 +37,7 @@ def request_body(settings: ModelSettings, prompt: Prompt) -> dict[str, Any]:
         model=settings.model,
         reasoning_effort=settings.reasoning_effort,
         reasoning_summary=settings.reasoning_summary,
+        prompt_cache_key=prompt.prompt_cache_key,
     )
 
 

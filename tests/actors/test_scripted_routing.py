@@ -170,9 +170,10 @@ async def test_router_sees_the_request_and_branches_on_the_body(autojump_clock: 
             open_session(model=settings(server.base_url, None)) as s2,
         ):
             assert (await s1.run("what is the weather?")).last_agent_message == "It is sunny."
-            assert (await s2.run("hello")).last_agent_message == "You said: hello (None)"
+            # no header: the key is the body's prompt_cache_key, which defaults to the session's id
+            assert (await s2.run("hello")).last_agent_message == f"You said: hello ({s2.session_id})"
             assert (await s1.run("thanks")).last_agent_message == "You said: thanks (s1)"
-    assert [r.session for r in seen] == ["s1", None, "s1"]
+    assert [r.session for r in seen] == ["s1", s2.session_id, "s1"]
     assert all(r.method == "POST" and r.path == "/v1/responses" and r.reply_index is None for r in seen)
     assert all(r.headers["authorization"] == "Bearer [REDACTED]" for r in seen)
     assert SECRET not in repr(seen)

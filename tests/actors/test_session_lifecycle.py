@@ -230,3 +230,17 @@ async def test_bad_resume_value_is_refused() -> None:
     with pytest.raises(ValueError, match="resume"):
         async with open_session(model=settings("http://127.0.0.1:9/v1"), resume="yes"):  # type: ignore[arg-type]
             pass
+
+
+async def test_session_id_is_the_default_prompt_cache_key(autojump_clock: trio.testing.MockClock) -> None:
+    from kernel import PromptConfig
+
+    script = Script([Reply(items=[Text("one")]), Reply(items=[Text("two")])])
+    async with open_scripted_server(script) as server:
+        async with open_session(model=settings(server.base_url), session_id="conv-9") as session:
+            await session.run("hi")
+        async with open_session(
+            model=settings(server.base_url), session_id="conv-9", prompt_config=PromptConfig(prompt_cache_key="mine")
+        ) as session:
+            await session.run("hi")
+    assert [r.body["prompt_cache_key"] for r in server.requests] == ["conv-9", "mine"]
