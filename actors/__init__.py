@@ -43,6 +43,7 @@ from .secrets import (
 from .session import (
     Session as Session,
     TurnHandle as TurnHandle,
+    TurnStream as TurnStream,
     open_session as open_session,
     run_session as run_session,
 )

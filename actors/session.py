@@ -49,7 +49,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from kernel.events import Event, FallbackWarning, StreamRetry, TurnFailed
+from kernel.events import Event, FallbackWarning, StreamRetry, TurnAborted, TurnCompleted, TurnFailed, TurnStarted
 from kernel.items import Message, ResponseItem
 from kernel.prompt import PromptConfig, ToolConfig
 from kernel.stream import ModelClient, TokenUsage
@@ -61,7 +61,67 @@ from .notify import Notifier, Subscription
 from .secrets import RedactingClient, RedactingToolExecutor, Redactor
 from .tools import Tool, ToolActor, ToolRegistry
 
-__all__ = ["Session", "TurnHandle", "open_session", "run_session"]
+__all__ = ["Session", "TurnHandle", "TurnStream", "open_session", "run_session"]
+
+
+_TERMINAL = (TurnCompleted, TurnAborted, TurnFailed)
+
+
+class TurnStream:
+    """One turn's events, from :meth:`Session.stream`: an async iterator that yields the events
+    from the turn's ``TurnStarted`` to its terminal event and then stops. ``turn_id`` names the
+    turn; ``outcome`` is its :class:`~kernel.turn.TurnOutcome` once it ended (else ``None``)."""
+
+    __slots__ = ("handle", "_events", "_started", "_ended")
+
+    def __init__(self, handle: TurnHandle, events: Subscription) -> None:
+        self.handle = handle
+        self._events = events
+        self._started = False
+        self._ended = False
+
+    @property
+    def turn_id(self) -> str:
+        """The turn's id."""
+        return self.handle.turn_id
+
+    @property
+    def outcome(self) -> TurnOutcome | None:
+        """The turn's outcome once it ended."""
+        return self.handle.outcome
+
+    async def result(self) -> TurnOutcome:
+        """Wait for the turn to end and return its outcome (without consuming events)."""
+        return await self.handle.result()
+
+    def interrupt(self) -> None:
+        """Interrupt the turn (running or still queued)."""
+        self.handle.interrupt()
+
+    def __aiter__(self) -> TurnStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._ended:
+            raise StopAsyncIteration
+        tid = self.handle.turn_id
+        while True:
+            try:
+                event = await self._events.__anext__()
+            except StopAsyncIteration:  # the session closed: a queued turn may never have started
+                self._ended = True
+                raise
+            if not self._started:
+                if type(event) is TurnStarted and event.turn_id == tid:
+                    self._started = True
+                    return event
+                if type(event) in _TERMINAL and getattr(event, "turn_id", None) == tid:
+                    self._ended = True  # ended without starting (interrupted while queued)
+                    return event
+                continue
+            if type(event) in _TERMINAL and getattr(event, "turn_id", None) == tid:
+                self._ended = True
+            return event
 
 
 @attrs.define(eq=False)
@@ -205,6 +265,37 @@ class Session:
         queued. Does nothing when idle."""
         if self._current is not None:
             self._current.interrupt()
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        input: str | ResponseItem | Iterable[ResponseItem],
+        *,
+        turn_id: str | None = None,
+        interrupt_on_exit: bool = True,
+        max_buffer: int | None = None,
+    ) -> AsyncIterator[TurnStream]:
+        """Submit a turn and iterate its events only::
+
+            async with session.stream("fix the test") as turn:
+                async for event in turn:
+                    ...
+            print(turn.outcome)
+
+        The iteration starts at the turn's ``TurnStarted`` (events of turns queued before it are
+        skipped) and ends after its terminal event (``TurnCompleted`` / ``TurnAborted`` /
+        ``TurnFailed``). Leaving the block before the turn ended interrupts it, unless
+        ``interrupt_on_exit=False`` (then it runs on; await ``turn.result()`` inside the block to
+        wait for it). ``max_buffer`` bounds the subscription (see :meth:`subscribe`). Raises
+        :class:`trio.ClosedResourceError` on a closed session; checkpoints."""
+        async with self.notifier.subscribe(max_buffer=max_buffer) as events:
+            handle = await self.submit(input, turn_id=turn_id)
+            turn = TurnStream(handle, events)
+            try:
+                yield turn
+            finally:
+                if interrupt_on_exit and not handle.done:
+                    handle.interrupt()
 
     def subscribe(self, *, max_buffer: int | None = None) -> Subscription:
         """Events from now on: ``async with session.subscribe() as events: async for e in events``.
