@@ -103,6 +103,9 @@ class TurnStream:
 
     async def __anext__(self) -> Event:
         if self._ended:
+            # the terminal event is published just before the runner stores the outcome: wait
+            # for it, so ``outcome`` is set once the loop is over
+            await self.handle.result()
             raise StopAsyncIteration
         tid = self.handle.turn_id
         while True:

@@ -14,6 +14,11 @@ def test_readme_embedding_example_is_examples_embed_py_verbatim() -> None:
     assert (ROOT / "examples" / "embed.py").read_text() in blocks
 
 
+def test_readme_web_app_example_is_examples_web_app_py_verbatim() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert (ROOT / "examples" / "web_app.py").read_text() in blocks  # run by tests/test_web_app_example.py
+
+
 def test_embedding_example_runs_offline() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "embed.py")], capture_output=True, text=True, timeout=120, cwd="/"

@@ -82,3 +82,12 @@ async def test_leaving_early_interrupts_unless_asked_not_to(autojump_clock: trio
                         break
                 outcome = await turn.result()
             assert outcome.status == "completed"
+
+
+async def test_the_outcome_is_set_as_soon_as_the_loop_ends(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_scripted_server(Script([Reply(items=[Text("done")])])) as server:
+        async with open_session(model=settings(server.base_url)) as session:
+            async with session.stream("go") as turn:
+                async for _ in turn:
+                    pass
+                assert turn.outcome is not None and turn.outcome.status == "completed"
