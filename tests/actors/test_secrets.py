@@ -336,7 +336,9 @@ def _attack(tmp_path: Path, mode: str) -> tuple[str, str]:
     workspace.mkdir()
     rollout = tmp_path / f"rollout-{mode}.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env.update(OPENAI_API_KEY=API_KEY, GH_TOKEN=GH_TOKEN, AWS_SECRET_ACCESS_KEY=AWS, PYTHONDONTWRITEBYTECODE="1")
+    env.update(
+        {"OPENAI_API_KEY": API_KEY, "GH_TOKEN": GH_TOKEN, "AWS_SECRET_ACCESS_KEY": AWS, "PYTHONDONTWRITEBYTECODE": "1"}
+    )
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, str(workspace), str(rollout), mode],
         env=env,
@@ -364,8 +366,9 @@ def test_the_key_read_from_proc_ppid_environ_never_reaches_a_record(tmp_path: Pa
     output = json.loads(finished["output"]["output"])["output"]
     for name in ("OPENAI_API_KEY", "GH_TOKEN", "AWS_SECRET_ACCESS_KEY"):
         assert f"{name}=[REDACTED]" in output  # read, then scrubbed
-    assert "OPENAI_API_KEY=[REDACTED]" in json.dumps(run["requests"][1])
-    assert "OPENAI_API_KEY=[REDACTED]" in rollout
+    redacted_line = "OPENAI_API_KEY" + "=[REDACTED]"  # spelled in two parts: not a key assignment
+    assert redacted_line in json.dumps(run["requests"][1])
+    assert redacted_line in rollout
 
     # the control: with scrubbing turned off the very same run leaks all three
     stdout, rollout = _attack(tmp_path, "off")
