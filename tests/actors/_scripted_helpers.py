@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import trio
 
 from actors.model._sse import SSEDecoder
 
@@ -57,3 +58,15 @@ async def post(
 def chat_chunks(streamed: Streamed) -> list[Any]:
     """The Chat Completions chunks' JSON; ``"[DONE]"`` stays a string."""
     return [data.decode() if data == b"[DONE]" else json.loads(data) for _name, data in streamed.raw]
+
+
+async def first_line(proc: trio.Process) -> str:
+    """The first line a scripted-server process prints (``listening on <url>``), within 20 s."""
+    assert proc.stdout is not None
+    with trio.fail_after(20):
+        out = b""
+        while b"\n" not in out:
+            chunk = await proc.stdout.receive_some(1024)
+            assert chunk, "the CLI exited before printing its line"
+            out += chunk
+    return out.decode().strip()

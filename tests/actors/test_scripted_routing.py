@@ -29,7 +29,7 @@ from actors.scripted import (
 )
 from actors.session import open_session
 
-from ._scripted_helpers import BODY, CHAT_BODY, chat_chunks, post
+from ._scripted_helpers import BODY, CHAT_BODY, chat_chunks, first_line, post
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "sk-test-SECRET-0123456789abcdef"
@@ -267,14 +267,7 @@ async def test_cli_serves_a_keyed_script(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
-        assert proc.stdout is not None
-        with trio.fail_after(20):
-            out = b""
-            while b"\n" not in out:
-                chunk = await proc.stdout.receive_some(1024)
-                assert chunk, "the CLI exited before printing its line"
-                out += chunk
-        url = out.decode().strip().removeprefix("listening on ") + "/v1/responses"
+        url = (await first_line(proc)).removeprefix("listening on ") + "/v1/responses"
         async with httpx.AsyncClient() as client:
             bob = await post(client, url, headers={"X-Session-Id": "bob"})
             carol = await post(client, url, headers={"X-Session-Id": "carol"})

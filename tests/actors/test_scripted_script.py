@@ -33,7 +33,7 @@ from actors.scripted import (
     Usage,
 )
 
-from ._scripted_helpers import post
+from ._scripted_helpers import first_line, post
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -192,14 +192,7 @@ async def test_cli_serves_a_script(tmp_path: Path) -> None:
         env=env,
     )
     try:
-        assert proc.stdout is not None
-        with trio.fail_after(20):
-            out = b""
-            while b"\n" not in out:
-                chunk = await proc.stdout.receive_some(1024)
-                assert chunk, "the CLI exited before printing its line"
-                out += chunk
-        line = out.decode().strip()
+        line = await first_line(proc)
         assert line.startswith("listening on http://127.0.0.1:")
         url = line.removeprefix("listening on ")
         async with httpx.AsyncClient() as client:
