@@ -49,7 +49,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from kernel.events import Event, FallbackWarning, StreamRetry, TurnAborted, TurnCompleted, TurnFailed, TurnStarted
+from kernel.events import Event, FallbackWarning, StreamRetry, TurnAborted, TurnCompleted, TurnFailed
 from kernel.items import Message, ResponseItem
 from kernel.prompt import PromptConfig, ToolConfig
 from kernel.stream import ModelClient, TokenUsage
@@ -72,12 +72,11 @@ class TurnStream:
     from the turn's ``TurnStarted`` to its terminal event and then stops. ``turn_id`` names the
     turn; ``outcome`` is its :class:`~kernel.turn.TurnOutcome` once it ended (else ``None``)."""
 
-    __slots__ = ("handle", "_events", "_started", "_ended")
+    __slots__ = ("handle", "_events", "_ended")
 
     def __init__(self, handle: TurnHandle, events: Subscription) -> None:
         self.handle = handle
         self._events = events
-        self._started = False
         self._ended = False
 
     @property
@@ -114,16 +113,10 @@ class TurnStream:
             except StopAsyncIteration:  # the session closed: a queued turn may never have started
                 self._ended = True
                 raise
-            if not self._started:
-                if type(event) is TurnStarted and event.turn_id == tid:
-                    self._started = True
-                    return event
-                if type(event) in _TERMINAL and getattr(event, "turn_id", None) == tid:
-                    self._ended = True  # ended without starting (interrupted while queued)
-                    return event
+            if event.turn_id != tid:  # every event carries its turn's id
                 continue
-            if type(event) in _TERMINAL and getattr(event, "turn_id", None) == tid:
-                self._ended = True
+            if type(event) in _TERMINAL:
+                self._ended = True  # (possibly without a start: interrupted while queued)
             return event
 
 

@@ -15,6 +15,7 @@ class TextDelta:
 
     item_id: str
     delta: str
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = False
 
 
@@ -25,4 +26,5 @@ class ToolInputDelta:
 
     item_id: str
     delta: str
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = False

@@ -7,7 +7,9 @@ Events are frozen attrs values. Two families:
   the same item into one (the concatenated text is unchanged);
 * **lifecycle** events (everything else) — never dropped, never coalesced.
 
-The kernel publishes events in batches through an :class:`EventSink`.
+Every event carries ``turn_id``, the id of the turn that published it (a keyword field that
+takes no part in equality; ``""`` for an event built outside a turn). The kernel publishes
+events in batches through an :class:`EventSink`.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class ReasoningDelta:
     delta: str
     kind: str = "summary"
     section_break: bool = False
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = False
 
 
@@ -69,6 +72,7 @@ class ItemStarted:
     """The model began an output item (partial)."""
 
     item: ResponseItem
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = True
 
 
@@ -77,6 +81,7 @@ class ItemCompleted:
     """A complete item was recorded in history."""
 
     item: ResponseItem
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = True
 
 
@@ -87,6 +92,7 @@ class ToolCallStarted:
     call_id: str
     name: str
     item: ResponseItem
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = True
 
 
@@ -99,6 +105,7 @@ class ToolCallFinished:
     output: ResponseInputItem
     status: str
     duration: float
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = True
 
 
@@ -112,6 +119,7 @@ class StreamRetry:
     max_retries: int
     delay: float
     error: str
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = True
 
 
@@ -120,6 +128,7 @@ class FallbackWarning:
     """The session switched to its fallback transport."""
 
     message: str
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = True
 
 
@@ -129,6 +138,7 @@ class TokenUsageUpdated:
 
     last: TokenUsage
     total: TokenUsage
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = True
 
 
@@ -137,6 +147,7 @@ class RateLimitsUpdated:
     """A rate-limit snapshot (from response headers or a usage-limit error)."""
 
     snapshot: Any
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = True
 
 
@@ -144,6 +155,7 @@ class RateLimitsUpdated:
 class ContextWindowFull:
     """The context window is full; the host marked it so."""
 
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = True
 
 

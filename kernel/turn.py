@@ -170,6 +170,16 @@ class TurnHost(Generic[CallT]):
     total_usage: TokenUsage = attrs.field(factory=TokenUsage)
     rate_limits: Any = None
     context_full: bool = False
+    turn_id: str = ""
+    """The running turn's id, stamped on every event this host publishes (:class:`Turn` sets it)."""
+
+    async def publish(self, events: list[ev.Event]) -> None:
+        """Stamp ``events`` with :attr:`turn_id` and hand them to the sink (one mechanism for every
+        event of a turn, the decoder's deltas included). Checkpoints as the sink does."""
+        turn_id = self.turn_id
+        for event in events:
+            _set(event, "turn_id", turn_id)
+        await self.events.publish(events)
 
     # --- SamplingHost --------------------------------------------------------------------
 
@@ -203,21 +213,21 @@ class TurnHost(Generic[CallT]):
     async def handle_context_window_exceeded(self) -> None:
         """Mark the context full and tell the UI."""
         self.context_full = True
-        await self.events.publish([ev.ContextWindowFull()])
+        await self.publish([ev.ContextWindowFull()])
 
     async def handle_usage_limit_reached(self, rate_limits: Any) -> None:
         """Record the snapshot and tell the UI."""
         if rate_limits is not None:
             self.rate_limits = rate_limits
-            await self.events.publish([ev.RateLimitsUpdated(rate_limits)])
+            await self.publish([ev.RateLimitsUpdated(rate_limits)])
 
     async def notify_fallback_to_http(self, err: KernelError) -> None:
         """A :class:`~kernel.events.FallbackWarning`."""
-        await self.events.publish([ev.FallbackWarning(f"Falling back from WebSockets to HTTPS transport. {err}")])
+        await self.publish([ev.FallbackWarning(f"Falling back from WebSockets to HTTPS transport. {err}")])
 
     async def notify_stream_retry(self, retries: int, max_retries: int, delay: float, err: KernelError) -> None:
         """A :class:`~kernel.events.StreamRetry` ("Reconnecting... n/max")."""
-        await self.events.publish(
+        await self.publish(
             [ev.StreamRetry(f"Reconnecting... {retries}/{max_retries}", retries, max_retries, delay, str(err))]
         )
 
@@ -311,7 +321,7 @@ class TurnHost(Generic[CallT]):
                             pass
                     if out:
                         state.shown = len(partial)  # handed to the sink: the user may see them
-                        await self.events.publish(out)
+                        await self.publish(out)
                     if state.completed:
                         break
         except KernelError:
@@ -342,7 +352,7 @@ class TurnHost(Generic[CallT]):
             out.append(ev.ToolCallStarted(classified.call.call_id, _call_name(classified.item), classified.item))
             # publish before starting so "started" always precedes "finished"
             state.shown = len(state.partial)
-            await self.events.publish(out)
+            await self.publish(out)
             out.clear()
             nursery.start_soon(self._run_call, tools, slot, state)
         elif isinstance(classified, CompletedResponseItem.ImmediateResponse):
@@ -389,9 +399,7 @@ class TurnHost(Generic[CallT]):
                 status = "error"
         slot.output = output
         with trio.CancelScope(shield=True):
-            await self.events.publish(
-                [ev.ToolCallFinished(slot.call.call_id, output, status, self.clock() - slot.started)]
-            )
+            await self.publish([ev.ToolCallFinished(slot.call.call_id, output, status, self.clock() - slot.started)])
 
     async def _record_partial(self, state: _RequestState) -> None:
         """Record the interrupted message's published text as an incomplete message. Shielded."""
@@ -422,7 +430,7 @@ class TurnHost(Generic[CallT]):
                     recorded.append(item)
             await self.history.record(recorded)
             if finished:
-                await self.events.publish(finished)
+                await self.publish(finished)
 
 
 @attrs.define(eq=False)
@@ -457,6 +465,7 @@ class TurnOutcome:
 
 
 _turn_ids = itertools.count(1)
+_set = object.__setattr__  # events are frozen: the turn id is stamped once, before the sink sees them
 
 
 class Turn:
@@ -485,10 +494,11 @@ class Turn:
         host = self.host
         last: str | None = None
         outcome: TurnOutcome | None = None
+        host.turn_id = self.turn_id
         try:
             with trio.CancelScope(shield=True):
                 # accepted input is recorded even if an interrupt is already pending
-                await host.events.publish([ev.TurnStarted(self.turn_id)])
+                await host.publish([ev.TurnStarted(self.turn_id)])
                 if self.input:
                     await host.history.record(self.input)
             with self._scope:
@@ -509,7 +519,7 @@ class Turn:
             final = outcome or TurnOutcome(self.turn_id, "aborted", last)
             self.outcome = final
             with trio.CancelScope(shield=True):
-                await host.events.publish([_final_event(final, "interrupted" if outcome else "cancelled")])
+                await host.publish([_final_event(final, "interrupted" if outcome else "cancelled")])
         return final
 
 

@@ -382,8 +382,8 @@ def _slot_setters(cls: type[Any], names: tuple[str, ...]) -> tuple[Any, ...] | N
     return tuple(setters)
 
 
-_TEXT_SETTERS: Final = _slot_setters(OutputTextDelta, ("item_id", "delta"))
-_TOOL_SETTERS: Final = _slot_setters(ToolCallInputDelta, ("item_id", "delta"))
+_TEXT_SETTERS: Final = _slot_setters(OutputTextDelta, ("item_id", "delta", "turn_id"))
+_TOOL_SETTERS: Final = _slot_setters(ToolCallInputDelta, ("item_id", "delta", "turn_id"))
 _SUMMARY_SETTERS: Final = _slot_setters(ReasoningSummaryDelta, ("item_id", "delta", "summary_index"))
 _REASONING_SETTERS: Final = _slot_setters(ReasoningContentDelta, ("item_id", "delta", "content_index"))
 _FAST_CONSTRUCTION: Final = None not in (
@@ -553,8 +553,8 @@ class ResponsesStreamDecoder:
         fast = _FAST_CONSTRUCTION
         if fast:
             new = object.__new__
-            text_id, text_delta = _TEXT_SETTERS  # type: ignore[misc]
-            tool_id, tool_delta = _TOOL_SETTERS  # type: ignore[misc]
+            text_id, text_delta, text_turn = _TEXT_SETTERS  # type: ignore[misc]
+            tool_id, tool_delta, tool_turn = _TOOL_SETTERS  # type: ignore[misc]
         name: str | None = None
         t: str | None = None
         try:
@@ -575,6 +575,7 @@ class ResponsesStreamDecoder:
                         obj = new(OutputTextDelta)
                         text_id(obj, ev.item_id or "")
                         text_delta(obj, d)
+                        text_turn(obj, "")  # the turn stamps its id
                         append(obj)
                     else:
                         append(OutputTextDelta(ev.item_id or "", d))
@@ -586,6 +587,7 @@ class ResponsesStreamDecoder:
                         tool = new(ToolCallInputDelta)
                         tool_id(tool, ev.item_id or "")
                         tool_delta(tool, d)
+                        tool_turn(tool, "")
                         append(tool)
                     else:
                         append(ToolCallInputDelta(ev.item_id or "", d))

@@ -30,6 +30,7 @@ async def test_a_turn_stream_holds_only_its_turn_and_ends_by_itself(autojump_clo
     assert isinstance(events[0], TurnStarted) and events[0].turn_id == "t-2"
     assert isinstance(events[-1], TurnCompleted) and events[-1].turn_id == "t-2"
     assert text_of(events) == "second"
+    assert {e.turn_id for e in events} == {"t-2"}  # every event carries its turn's id
 
 
 async def test_a_queued_turn_stream_skips_the_turn_before_it(autojump_clock: trio.testing.MockClock) -> None:
@@ -62,8 +63,9 @@ async def test_two_sessions_on_one_actor_each_see_their_own_turn(autojump_clock:
     assert text_of(seen["alice"]) == "for alice " * 5
     assert text_of(seen["bob"]) == "for bob " * 5
     for name, events in seen.items():
-        ids = {e.turn_id for e in events if hasattr(e, "turn_id")}
-        assert len(ids) == 1, (name, ids)
+        ids = {e.turn_id for e in events}
+        assert len(ids) == 1 and "" not in ids, (name, ids)
+        assert any(isinstance(e, TextDelta) for e in events)
 
 
 async def test_leaving_early_interrupts_unless_asked_not_to(autojump_clock: trio.testing.MockClock) -> None:

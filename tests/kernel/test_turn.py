@@ -106,6 +106,31 @@ async def test_tools_start_while_the_stream_continues_and_outputs_follow_call_or
     assert kinds.index("ToolCallStarted") < kinds.index("ToolCallFinished")
 
 
+async def test_every_event_of_a_turn_carries_its_turn_id(autojump_clock: Any) -> None:
+    """Deltas from the model, tool events, usage, retries and the fallback warning alike."""
+    calls = tool_call_response(("a", "sleep", {"seconds": 1}), text="let me sleep")
+    calls.batches[-1] = [Completed("resp", TokenUsage(input_tokens=3, output_tokens=2))]
+    faults = [ScriptedResponse(fault=Fault("stream")) for _ in range(3)]  # budget spent, fallback, a retry
+    host = make_host([*faults, calls, text_response("done", chunks=3)], max_retries=1)
+    host.model.fallback = True  # type: ignore[attr-defined]
+    await run_turn(host, [Message.user("go")], turn_id="t-one")
+    await run_turn(host, [Message.user("again")])  # the next turn, under its own id
+    events = host.events.events  # type: ignore[attr-defined]
+    kinds = {type(e).__name__ for e in events}
+    assert {
+        "TextDelta",
+        "ToolCallStarted",
+        "ToolCallFinished",
+        "TokenUsageUpdated",
+        "FallbackWarning",
+        "StreamRetry",
+    } <= kinds
+    first = events[: [type(e) for e in events].index(TurnCompleted) + 1]
+    assert {e.turn_id for e in first} == {"t-one"}
+    rest = events[len(first) :]
+    assert len({e.turn_id for e in rest}) == 1 and rest[0].turn_id not in ("", "t-one")
+
+
 async def test_respond_to_model_becomes_the_calls_output_and_the_turn_goes_on() -> None:
     async def bad(args: Any) -> str:
         raise RespondToModel("no such file")
