@@ -49,6 +49,10 @@ class ModelSettings:
     sent as ``Authorization: Bearer`` and is never shown (``repr`` hides it). ``idle_timeout``:
     seconds without a byte before the stream counts as broken (codex: 300; reasoning models can
     be silent for minutes). ``stream_max_retries``: the sampling loop's per-transport budget.
+    ``transport``: ``"auto"`` (the default: on the Responses wire, WebSocket first with HTTP as the
+    fallback; on the Chat wire, HTTP), ``"websocket"`` (WebSocket only) or ``"http"`` (HTTP+SSE
+    only). ``max_retry_after``: the longest server-requested wait (``Retry-After``, "try again
+    in ...") a retry honours, in seconds; a request asking for longer fails at once.
     """
 
     base_url: str
@@ -61,10 +65,20 @@ class ModelSettings:
     reasoning_effort: str | None = None
     reasoning_summary: str | None = None
     extra_headers: tuple[tuple[str, str], ...] = ()
+    transport: Literal["auto", "websocket", "http"] = "auto"
+    max_retry_after: float = 120.0
 
     def __attrs_post_init__(self) -> None:
         if self.wire not in ("responses", "chat"):
             raise ValueError(f"ModelSettings.wire must be 'responses' or 'chat', got {self.wire!r}")
+        if self.transport not in ("auto", "websocket", "http"):
+            raise ValueError(f"ModelSettings.transport must be 'auto', 'websocket' or 'http', got {self.transport!r}")
+        if self.transport == "websocket" and self.wire != "responses":
+            raise ValueError("ModelSettings.transport='websocket' needs wire='responses' (Chat Completions is HTTP only)")
+        if not (self.max_retry_after >= 0 and math.isfinite(self.max_retry_after)):
+            raise ValueError(
+                f"ModelSettings.max_retry_after must be a finite number of seconds >= 0, got {self.max_retry_after!r}"
+            )
         if not (self.idle_timeout > 0 and math.isfinite(self.idle_timeout)):
             raise ValueError(
                 f"ModelSettings.idle_timeout must be a positive number of seconds, got {self.idle_timeout!r}"
