@@ -56,7 +56,7 @@ from kernel.stream import ModelClient, TokenUsage
 from kernel.turn import Turn, TurnHost, TurnOutcome
 
 from .history import HistoryClient, SessionMeta, open_history
-from .model import ModelActor, ModelSettings
+from .model import HttpModelClient, ModelActor, ModelSettings
 from .notify import Notifier, Subscription
 from .secrets import RedactingClient, RedactingToolExecutor, Redactor
 from .tools import Tool, ToolActor, ToolRegistry
@@ -507,6 +507,7 @@ async def open_session(
     notifier = Notifier() if max_buffer is None else Notifier(max_buffer=max_buffer)
     session: Session | None = None
     opened = False
+    own_client: HttpModelClient | None = None  # closed with the session (its WebSocket, if any)
     try:
         async with trio.open_nursery() as nursery:
             try:
@@ -514,9 +515,11 @@ async def open_session(
                 if isinstance(model, ModelSettings):
                     actor = ModelActor(model)
                     await nursery.start(_run_owned_model, actor, model_scope)
-                    client: ModelClient = actor.client()
+                    own_client = actor.client()
+                    client: ModelClient = own_client
                 elif isinstance(model, ModelActor):
-                    client = model.client()
+                    own_client = model.client()
+                    client = own_client
                 else:
                     client = model
                 if redactor:
@@ -558,6 +561,9 @@ async def open_session(
                             turns.cancel_scope.cancel()
             finally:
                 notifier.close()
+                if own_client is not None:
+                    with trio.CancelScope(shield=True):
+                        await own_client.aclose()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # an error while opening comes out of the nurseries above (and the model actor's):

@@ -83,7 +83,7 @@ def process_cpu(pid: int) -> float | None:
 
 async def one_level(base_url: str, concurrency: int, tasks: int, out_dir: Path) -> dict[str, Any]:
     batch = [BatchTask(id=f"task-{i:06d}", input=f"What is 6 x 7? (#{i})") for i in range(tasks)]
-    settings = ModelSettings(base_url=base_url, model="scripted-model")
+    settings = ModelSettings(base_url=base_url, model="scripted-model", transport="http")
     summary = await run_batch(batch, out_dir=out_dir, concurrency=concurrency, model=settings)
     if summary.completed != tasks:
         raise RuntimeError(f"only {summary.completed} of {tasks} tasks completed: {summary.to_json()}")

@@ -123,7 +123,7 @@ def measure(
     rows: list[dict[str, Any]] = []
     try:
         with scripted_server_process(_script(deltas, delay)) as base_url:
-            model = ModelSettings(base_url=base_url, model="scripted-model")
+            model = ModelSettings(base_url=base_url, model="scripted-model", transport="http")
 
             async def main() -> float:
                 async def local(ts: list[BatchTask], out: str) -> Any:

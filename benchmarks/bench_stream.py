@@ -53,7 +53,7 @@ async def floor_run(base_url: str) -> tuple[float, int]:
 
 async def kernel_run(base_url: str) -> tuple[float, int]:
     """CPU seconds and SSE events for a session turn consumed by one subscriber."""
-    settings = ModelSettings(base_url=base_url, model="m", api_key="sk-bench")
+    settings = ModelSettings(base_url=base_url, model="m", api_key="sk-bench", transport="http")
     async with open_session(model=settings) as session:
         start = time.process_time()
         deltas = 0

@@ -86,6 +86,13 @@ def _model_options() -> argparse.ArgumentParser:
         default="responses",
         help="Responses API (default) or Chat Completions (vLLM, Ollama, llama.cpp, LM Studio…)",
     )
+    g.add_argument(
+        "--transport",
+        choices=("auto", "websocket", "http"),
+        default="auto",
+        help="auto (default: on the Responses wire WebSocket first, HTTP when the endpoint has no WebSocket mode "
+        "or the retries are spent on it), websocket, or http; the Chat wire is HTTP only",
+    )
     g.add_argument("--script", metavar="FILE", help="run a scripted model from a JSON script (see actors.scripted)")
     g.add_argument(
         "--idle-timeout",

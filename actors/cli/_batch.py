@@ -55,7 +55,7 @@ from actors.model import ModelSettings
 from actors.scripted import HttpError, Reasoning, Reply, Script, Text, Usage, open_scripted_server
 
 from ._render import Console, dumps, format_duration
-from ._run import CliError, ModelChoice, choose_model
+from ._run import CliError, ModelChoice, choose_model, transport_choice
 
 __all__ = ["BATCH_DEMO_MODEL", "BATCH_DEMO_SCRIPT", "DEMO_TASK_COUNT", "demo_tasks", "run_batch_command"]
 
@@ -418,6 +418,7 @@ async def run_batch_command(args: Any, console: Console) -> int:
                             wire=args.wire,
                             idle_timeout=args.idle_timeout,
                             stream_max_retries=args.max_retries,
+                            transport=transport_choice(args),
                         )
                         kwargs: dict[str, Any] = dict(
                             out_dir=out_dir,

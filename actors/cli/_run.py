@@ -91,7 +91,13 @@ def choose_model(args: Any, environ: MutableMapping[str, str]) -> ModelChoice:
         if api_key is None and base_url.startswith(OPENAI_BASE_URL):
             raise CliError(f"no API key: set {key_var} (or name another variable with --api-key-env)")
         try:
-            ModelSettings(base_url=base_url, model=args.model, wire=args.wire, idle_timeout=args.idle_timeout)
+            ModelSettings(
+                base_url=base_url,
+                model=args.model,
+                wire=args.wire,
+                idle_timeout=args.idle_timeout,
+                transport=transport_choice(args),
+            )
         except ValueError as exc:
             raise CliError(str(exc), status=2) from None
         return ModelChoice(kind="endpoint", model=args.model, base_url=base_url, api_key=api_key)
@@ -326,6 +332,7 @@ async def _session(
             wire=args.wire,
             idle_timeout=args.idle_timeout,
             stream_max_retries=args.max_retries,
+            transport=transport_choice(args),
         )
         actor = run.actor = await stack.enter_async_context(open_model_actor(settings))
         # the session scrubs the key (and the environment's secrets) from tool outputs, model
@@ -359,3 +366,11 @@ async def _session(
                 if isinstance(event, _FINAL_EVENTS) and event.turn_id == handle.turn_id:
                     break
         await handle.result()
+
+
+def transport_choice(args: Any) -> Literal["auto", "websocket", "http"]:
+    """``--transport``; ``auto`` on the Chat wire is HTTP (WebSocket mode is a Responses feature)."""
+    choice: Literal["auto", "websocket", "http"] = getattr(args, "transport", "auto")
+    if choice == "websocket" and args.wire == "chat":
+        raise CliError("--transport websocket needs --wire responses (Chat Completions is HTTP only)", status=2)
+    return choice

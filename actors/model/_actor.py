@@ -36,9 +36,10 @@ from ._http_sse import HttpSseTransport
 from ._wire import endpoint_path, new_decoder, request_body
 from .transport import ModelTransport, StreamRequest
 
-__all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "open_model_actor"]
+__all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "default_transports", "open_model_actor"]
 
 _NO_STATE = object()
+_AUTO_IS_HTTP = "auto"  # interim: "auto" stays HTTP until the scripted server speaks WebSocket mode
 
 
 @attrs.frozen(kw_only=True)
@@ -74,7 +75,9 @@ class ModelSettings:
         if self.transport not in ("auto", "websocket", "http"):
             raise ValueError(f"ModelSettings.transport must be 'auto', 'websocket' or 'http', got {self.transport!r}")
         if self.transport == "websocket" and self.wire != "responses":
-            raise ValueError("ModelSettings.transport='websocket' needs wire='responses' (Chat Completions is HTTP only)")
+            raise ValueError(
+                "ModelSettings.transport='websocket' needs wire='responses' (Chat Completions is HTTP only)"
+            )
         if not (self.max_retry_after >= 0 and math.isfinite(self.max_retry_after)):
             raise ValueError(
                 f"ModelSettings.max_retry_after must be a finite number of seconds >= 0, got {self.max_retry_after!r}"
@@ -92,13 +95,31 @@ class ModelSettings:
         return self.base_url.rstrip("/") + "/" + endpoint_path(self.wire)
 
 
+def default_transports(
+    settings: ModelSettings, *, http_client: httpx.AsyncClient | None = None
+) -> tuple[ModelTransport, ...]:
+    """The transports ``settings.transport`` names, primary first: ``"auto"`` on the Responses
+    wire is WebSocket then HTTP (the WebSocket transport also goes straight to HTTP for an endpoint
+    that refuses the upgrade); ``"websocket"`` is WebSocket alone; ``"http"`` (and the Chat wire)
+    is HTTP+SSE alone (built with ``http_client`` when given)."""
+    http = HttpSseTransport(settings, http_client=http_client)
+    if settings.wire != "responses" or settings.transport in ("http", _AUTO_IS_HTTP):
+        return (http,)
+    from ._websocket import WebSocketTransport
+
+    if settings.transport == "websocket":
+        return (WebSocketTransport(settings),)
+    return (WebSocketTransport(settings, fallback=http), http)
+
+
 class ModelActor:
     """The actor. Start it with :func:`open_model_actor` (or ``await nursery.start(actor.run)``);
     talk to it through :meth:`client` (a :class:`~kernel.stream.ModelClient`).
 
     ``transports``: the ways of reaching the endpoint, primary first; a session moves to the next
-    once its retry budget is spent on one (see :mod:`actors.model.transport`). Default: one
-    :class:`HttpSseTransport` (built with ``http_client`` when given)."""
+    once its retry budget is spent on one (see :mod:`actors.model.transport`). Default:
+    :func:`default_transports` (``settings.transport``; the HTTP one built with ``http_client``
+    when given)."""
 
     def __init__(
         self,
@@ -109,7 +130,7 @@ class ModelActor:
     ) -> None:
         self.settings = settings
         if transports is None:
-            transports = (HttpSseTransport(settings, http_client=http_client),)
+            transports = default_transports(settings, http_client=http_client)
         elif http_client is not None:
             raise ValueError("ModelActor takes http_client or transports, not both (give the client to the transport)")
         if not transports:
@@ -193,6 +214,16 @@ class HttpModelClient:
 
     def __repr__(self) -> str:
         return f"HttpModelClient({self.actor!r})"
+
+    async def aclose(self) -> None:
+        """Release the session's per-transport state (its WebSocket, if one is open). Never
+        raises; the client still works afterwards (a new connection is opened on demand)."""
+        states, self._states = self._states, {}
+        for index, state in states.items():
+            close = getattr(self.actor.transports[index], "close_session_state", None)
+            if close is not None and state is not None:
+                with trio.move_on_after(2.0):
+                    await close(state)
 
     @property
     def settings(self) -> ModelSettings:

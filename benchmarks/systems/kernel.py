@@ -43,7 +43,8 @@ _END = (TurnCompleted, TurnFailed, TurnAborted)
 
 
 def _settings(params: dict[str, Any]) -> ModelSettings:
-    return ModelSettings(base_url=params["base_url"], model="scripted-model", api_key="sk-bench")
+    # HTTP+SSE: the floor and the peers are measured over it (WebSocket: benchmarks/bench_ws.py)
+    return ModelSettings(base_url=params["base_url"], model="scripted-model", api_key="sk-bench", transport="http")
 
 
 async def _consume(session: Session, t0: float) -> tuple[int, float | None, Any]:
