@@ -3,7 +3,8 @@
 Every failure the sampling loop reasons about is a :class:`KernelError`. The loop branches on the
 class and on two attributes, never on message text:
 
-* ``retryable`` — whether the loop may try the request again;
+* ``retryable`` — whether the loop may try the request again (each class says; a transport may
+  change it for one error with :meth:`KernelError.override_retry`, when the server decides);
 * ``retry_after`` — the delay, in float seconds, that the server asked for (``None`` when it named
   none). When a server names a delay the loop never retries sooner.
 
@@ -60,7 +61,25 @@ class KernelError(Exception):
 
     def __repr__(self) -> str:
         extra = "" if self.retry_after is None else f", retry_after={self.retry_after!r}"
+        if self.retryable != type(self).retryable:
+            extra += f", retryable={self.retryable!r}"
         return f"{type(self).__name__}({self.message!r}{extra})"
+
+    def override_retry(self, retryable: bool, reason: str = "", *, retry_after: float | None = None) -> None:
+        """Change this one error's retry decision (its class keeps its own).
+
+        Transports use it when the server decides: an ``x-should-retry: true|false`` response
+        header, or a requested wait longer than the client accepts (then the error fails at once).
+        ``reason`` (when given) is appended to the message in parentheses, so the user sees why;
+        ``retry_after`` (when given) replaces the requested delay. Does not raise for a valid
+        delay (a negative or infinite one raises :class:`ValueError`, as the constructor does).
+        """
+        self.retryable = retryable
+        if retry_after is not None:
+            self.retry_after = _check_delay(retry_after)
+        if reason:
+            self.message = f"{self.message} ({reason})" if self.message else reason
+            self.args = (self.message,)
 
 
 def _check_delay(delay: float | None) -> float | None:

@@ -5,7 +5,10 @@ and :func:`item_to_wire` turns it back; the pair is lossless:
 
 * unknown item types decode to :class:`UnknownItem`, which keeps the whole object;
 * unknown fields of a known type are kept in the item's ``extra`` mapping and written back;
-* an optional field sent as an explicit ``null`` is kept as ``null``.
+* an optional field sent as an explicit ``null`` is kept as ``null``;
+* the decoded object's key order, an absent ``type`` (the SDK's "easy" input message
+  ``{"role": "user", "content": "hello"}``) and a message ``content`` sent as a plain string are
+  remembered (see :class:`WireForm`), so encoding a decoded item gives the same JSON bytes.
 
 Top-level sequences (message content, reasoning summary/content, tool-search tools) are stored as
 tuples, so equality does not depend on where an item came from; values nested deeper are stored as
@@ -39,6 +42,7 @@ __all__ = [
     "ToolSearchOutput",
     "McpToolCallOutput",
     "UnknownItem",
+    "WireForm",
     "ResponseItem",
     "ResponseInputItem",
     "item_from_wire",
@@ -55,6 +59,23 @@ __all__ = [
 ]
 
 _EMPTY: Final[Mapping[str, Any]] = {}
+
+
+@attrs.frozen
+class WireForm:
+    """How a decoded wire object was laid out, beyond its values: codec bookkeeping that lets
+    :func:`item_to_wire` reproduce the object byte-for-byte (``json.dumps`` of the encoded dict
+    equals that of the decoded one).
+
+    ``keys`` are the object's keys in their order (``"type"`` missing for an untyped message);
+    ``text_content`` is true when a message's ``content`` was a plain string (kept as one text
+    part, written back as the string while the content is still that one part). Items built in
+    code have no wire form and encode in the canonical order (``type`` first). Not part of an
+    item's equality or ``repr``; :func:`attrs.evolve` carries it over (a changed field keeps its
+    place, an added one goes last)."""
+
+    keys: tuple[str, ...]
+    text_content: bool = False
 
 
 def _to_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
@@ -145,17 +166,33 @@ class FunctionCallOutputPayload:
 
 @attrs.frozen(kw_only=True)
 class Message:
-    """``{"type": "message", "role", "content": [...], "id"?, "phase"?}``."""
+    """``{"type": "message", "role", "content": [...], "id"?, "phase"?}``.
+
+    The SDK's "easy" input message (``{"role": "user", "content": "hello"}``, ``type``
+    optional, ``content`` a string) decodes to a message whose content is one text part
+    (``input_text``, or ``output_text`` for the ``assistant`` role); its :attr:`wire_form`
+    writes it back as it came.
+    """
 
     role: str
     content: Sequence[Mapping[str, Any]] = attrs.field(converter=_to_tuple)
     id: str | None = None
     phase: str | None = None
     extra: Mapping[str, Any] = _EMPTY
+    wire_form: WireForm | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     def text(self) -> str:
-        """The concatenated ``output_text`` / ``input_text`` of the content."""
-        return "".join(str(c.get("text", "")) for c in self.content if c.get("type") in ("output_text", "input_text"))
+        """The concatenated text of the content: ``output_text`` / ``input_text`` parts' ``text``
+        and ``refusal`` parts' ``refusal`` (a model's refusal is its answer: it must not read as
+        an empty message), in content order."""
+        parts: list[str] = []
+        for c in self.content:
+            kind = c.get("type")
+            if kind == "output_text" or kind == "input_text":
+                parts.append(str(c.get("text", "")))
+            elif kind == "refusal":
+                parts.append(str(c.get("refusal", "")))
+        return "".join(parts)
 
     @classmethod
     def user(cls, text: str) -> Message:
@@ -177,6 +214,7 @@ class Reasoning:
     content: Sequence[Mapping[str, Any]] | None = attrs.field(default=None, converter=_opt_tuple)
     encrypted_content: str | None = None
     extra: Mapping[str, Any] = _EMPTY
+    wire_form: WireForm | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -189,15 +227,20 @@ class FunctionCall:
     id: str | None = None
     namespace: str | None = None
     extra: Mapping[str, Any] = _EMPTY
+    wire_form: WireForm | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
 
 @attrs.frozen
 class FunctionCallOutput:
-    """``{"type": "function_call_output", "call_id", "output"}`` — a response item and an input item."""
+    """``{"type": "function_call_output", "call_id", "output"}`` — a response item and an input item.
+
+    ``call_id`` is optional in the API's types: absent (or ``null``) on the wire it decodes to
+    ``""`` (no call to pair with) and encodes back as it came."""
 
     call_id: str
     output: FunctionCallOutputPayload
     extra: Mapping[str, Any] = attrs.field(default=_EMPTY, kw_only=True)
+    wire_form: WireForm | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -210,6 +253,7 @@ class CustomToolCall:
     id: str | None = None
     status: str | None = None
     extra: Mapping[str, Any] = _EMPTY
+    wire_form: WireForm | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
 
 @attrs.frozen
@@ -220,6 +264,7 @@ class CustomToolCallOutput:
     output: FunctionCallOutputPayload
     name: str | None = attrs.field(default=None, kw_only=True)
     extra: Mapping[str, Any] = attrs.field(default=_EMPTY, kw_only=True)
+    wire_form: WireForm | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -231,29 +276,32 @@ class LocalShellCall:
     call_id: str | None = None
     id: str | None = None
     extra: Mapping[str, Any] = _EMPTY
+    wire_form: WireForm | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
 
 @attrs.frozen(kw_only=True)
 class ToolSearchCall:
-    """``{"type": "tool_search_call", "call_id"?, "execution", "arguments", "status"?, "id"?}``."""
+    """``{"type": "tool_search_call", "call_id"?, "execution"?, "arguments", "status"?, "id"?}``."""
 
-    execution: str
     arguments: Any
+    execution: str | None = None
     call_id: str | None = None
     status: str | None = None
     id: str | None = None
     extra: Mapping[str, Any] = _EMPTY
+    wire_form: WireForm | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
 
 @attrs.frozen(kw_only=True)
 class ToolSearchOutput:
-    """``{"type": "tool_search_output", "call_id", "status", "execution", "tools": [...]}``."""
+    """``{"type": "tool_search_output", "call_id"?, "status"?, "execution"?, "tools": [...]}``."""
 
-    status: str
-    execution: str
+    status: str | None = None
+    execution: str | None = None
     call_id: str | None = None
     tools: Sequence[Any] = attrs.field(default=(), converter=_to_tuple)
     extra: Mapping[str, Any] = _EMPTY
+    wire_form: WireForm | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -268,6 +316,7 @@ class McpToolCallOutput:
     call_id: str
     output: Mapping[str, Any]
     extra: Mapping[str, Any] = _EMPTY
+    wire_form: WireForm | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     def as_function_call_output_payload(self) -> FunctionCallOutputPayload:
         """Structured content as JSON text if present; image content as content items; otherwise
@@ -365,7 +414,7 @@ _ITEM_FIELDS: Final[dict[str, tuple[type[Any], tuple[_Field, ...]]]] = {
     ),
     "function_call_output": (
         FunctionCallOutput,
-        (("call_id", "str", True), ("output", "payload", True)),
+        (("call_id", "str", False), ("output", "payload", True)),
     ),
     "custom_tool_call": (
         CustomToolCall,
@@ -388,7 +437,7 @@ _ITEM_FIELDS: Final[dict[str, tuple[type[Any], tuple[_Field, ...]]]] = {
     "tool_search_call": (
         ToolSearchCall,
         (
-            ("execution", "str", True),
+            ("execution", "str", False),
             ("arguments", "json", True),
             ("call_id", "str", False),
             ("status", "str", False),
@@ -397,7 +446,7 @@ _ITEM_FIELDS: Final[dict[str, tuple[type[Any], tuple[_Field, ...]]]] = {
     ),
     "tool_search_output": (
         ToolSearchOutput,
-        (("call_id", "str", False), ("status", "str", True), ("execution", "str", True), ("tools", "list", True)),
+        (("call_id", "str", False), ("status", "str", False), ("execution", "str", False), ("tools", "list", True)),
     ),
     "mcp_tool_call_output": (
         McpToolCallOutput,
@@ -407,6 +456,10 @@ _ITEM_FIELDS: Final[dict[str, tuple[type[Any], tuple[_Field, ...]]]] = {
 
 _TYPE_OF_CLASS: Final[dict[type[Any], str]] = {cls: t for t, (cls, _) in _ITEM_FIELDS.items()}
 _FIELDS_OF_CLASS: Final[dict[type[Any], tuple[_Field, ...]]] = {cls: fields for cls, fields in _ITEM_FIELDS.values()}
+
+# optional wire fields that the class keeps as a non-None default (absent / null on the wire → the
+# default; written back absent / null as decoded, thanks to the item's wire form)
+_DEFAULTS: Final[dict[type[Any], dict[str, Any]]] = {FunctionCallOutput: {"call_id": ""}}
 
 
 def json_type_name(value: Any, *, show_number: bool = True, array: str = "an array") -> str:
@@ -484,23 +537,50 @@ def item_from_wire(data: Mapping[str, Any]) -> ResponseItem:
 
     Raises :class:`~kernel.errors.WireFormatError` naming the field when a known type is
     malformed (missing required field, wrong JSON type). An unknown ``type`` gives an
-    :class:`UnknownItem` holding the whole object. Does not copy nested values.
+    :class:`UnknownItem` holding the whole object. An object without ``type`` that has ``role``
+    and ``content`` is a message (the SDK's easy input message); any other untyped object, or
+    one whose ``type`` is ``null`` (an ``item_reference`` may omit its type or send it null), is
+    an :class:`UnknownItem`. A message ``content`` may be a string (one text part). The item
+    remembers the object's layout (:class:`WireForm`), so :func:`item_to_wire` gives it back
+    byte-for-byte. Does not copy nested values.
     """
     if not isinstance(data, Mapping):
         raise WireFormatError(f"item: expected an object, got {json_type_name(data)}")
     item_type = data.get("type")
     if not isinstance(item_type, str):
-        if "type" not in data:
-            # codex tolerates untyped message-like objects; keep them losslessly
+        if item_type is None:  # absent, or null (an item_reference's type is nullable)
+            if "type" not in data and "role" in data and "content" in data:
+                try:
+                    return _decode_item("message", data)
+                except WireFormatError:
+                    pass  # not a message after all: keep it whole, as any untyped object
             return UnknownItem(dict(data))
         raise WireFormatError(f"item.type: expected a string, got {json_type_name(item_type)}")
-    entry = _ITEM_FIELDS.get(item_type)
-    if entry is None:
+    if item_type not in _ITEM_FIELDS:
         return UnknownItem(dict(data))
-    cls, fields = entry
+    return _decode_item(item_type, data)
+
+
+def _decode_item(item_type: str, data: Mapping[str, Any]) -> ResponseItem:
+    cls, fields = _ITEM_FIELDS[item_type]
+    text_content = False
+    if cls is Message:
+        content = data.get("content")
+        if isinstance(content, str):
+            # the easy input message: one text part, written back as the string
+            part = "output_text" if data.get("role") == "assistant" else "input_text"
+            data = {**data, "content": [{"type": part, "text": content}]}
+            text_content = True
+        elif "content" in data and not isinstance(content, list):
+            raise WireFormatError(f"{item_type}.content: expected a string or an array, got {json_type_name(content)}")
     kwargs, extra = _decode_fields(item_type, fields, data, item_type)
+    defaults = _DEFAULTS.get(cls)
+    if defaults is not None:
+        for name, value in defaults.items():
+            kwargs.setdefault(name, value)
     if extra:
         kwargs["extra"] = extra
+    kwargs["wire_form"] = WireForm(tuple(data), text_content)
     return cls(**kwargs)  # type: ignore[no-any-return]
 
 
@@ -508,7 +588,9 @@ def item_to_wire(item: ResponseItem) -> dict[str, Any]:
     """Encode one item (response or input) to its wire object; inverse of :func:`item_from_wire`.
 
     Optional fields that are ``None`` are omitted (unless the decoded object carried an
-    explicit ``null``); ``FunctionCallOutputPayload.success`` is not sent.
+    explicit ``null``); ``FunctionCallOutputPayload.success`` is not sent. A decoded item is
+    written in the decoded object's layout (its :class:`WireForm`: key order, no ``type`` when
+    it had none, a string message ``content``); an item built in code puts ``type`` first.
     """
     if isinstance(item, UnknownItem):
         return dict(item.data)
@@ -532,7 +614,43 @@ def item_to_wire(item: ResponseItem) -> dict[str, Any]:
         for key, value in extra.items():
             if key not in out:
                 out[key] = value
+    form = item.wire_form
+    if form is not None:
+        return _apply_form(out, item, form)
     return out
+
+
+def _apply_form(out: dict[str, Any], item: Any, form: WireForm) -> dict[str, Any]:
+    """``out`` laid out as the object ``item`` was decoded from (see :class:`WireForm`)."""
+    keys = form.keys
+    if "type" not in keys:
+        del out["type"]
+    defaults = _DEFAULTS.get(type(item))
+    if defaults is not None:
+        for name, default in defaults.items():
+            if out.get(name) == default and name not in keys:
+                del out[name]  # absent on the wire
+            elif out.get(name) == default and item.extra.get(name, default) is None:
+                out[name] = None  # an explicit null
+    if form.text_content:
+        content = out.get("content")
+        if isinstance(content, list) and len(content) == 1:
+            part = content[0]
+            if (
+                isinstance(part, Mapping)
+                and len(part) == 2
+                and part.get("type") in ("input_text", "output_text")
+                and isinstance(part.get("text"), str)
+            ):
+                out["content"] = part["text"]
+    if tuple(out) == keys:
+        return out
+    ordered = {key: out[key] for key in keys if key in out}
+    if len(ordered) != len(out):
+        for key, value in out.items():  # fields set after decoding go last
+            if key not in ordered:
+                ordered[key] = value
+    return ordered
 
 
 def items_from_wire(data: Sequence[Mapping[str, Any]]) -> list[ResponseItem]:

@@ -208,7 +208,8 @@ class TurnHost(Generic[CallT]):
         """Quiet on the first retry when a fallback transport exists (a single blip stays
         silent); otherwise always."""
         has_fallback = isinstance(self.model, FallbackTransport) and self.model.has_fallback()
-        return retries > 1 or not has_fallback
+        # a wait the server asked for is always shown (the user sees why nothing happens)
+        return retries > 1 or not has_fallback or (err.retry_after or 0.0) > 0
 
     async def handle_context_window_exceeded(self) -> None:
         """Mark the context full and tell the UI."""

@@ -32,6 +32,7 @@ from kernel.errors import KernelError, StreamError
 from kernel.prompt import Prompt
 from kernel.stream import ModelEvent
 
+from ._error_table import cap_retry_after
 from ._http_sse import HttpSseTransport
 from ._wire import endpoint_path, new_decoder, request_body
 from .transport import ModelTransport, StreamRequest
@@ -39,7 +40,6 @@ from .transport import ModelTransport, StreamRequest
 __all__ = ["ModelSettings", "ModelActor", "HttpModelClient", "default_transports", "open_model_actor"]
 
 _NO_STATE = object()
-_AUTO_IS_HTTP = "auto"  # interim: "auto" stays HTTP until the scripted server speaks WebSocket mode
 
 
 @attrs.frozen(kw_only=True)
@@ -103,7 +103,7 @@ def default_transports(
     that refuses the upgrade); ``"websocket"`` is WebSocket alone; ``"http"`` (and the Chat wire)
     is HTTP+SSE alone (built with ``http_client`` when given)."""
     http = HttpSseTransport(settings, http_client=http_client)
-    if settings.wire != "responses" or settings.transport in ("http", _AUTO_IS_HTTP):
+    if settings.wire != "responses" or settings.transport == "http":
         return (http,)
     from ._websocket import WebSocketTransport
 
@@ -166,6 +166,7 @@ class ModelActor:
                 try:
                     await request.transport.stream(request)
                 except KernelError as exc:
+                    exc = cap_retry_after(exc, self.settings.max_retry_after)
                     try:
                         await request.reply.send(exc)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -16,12 +16,20 @@ from kernel.items import (
     LocalShellCall,
     McpToolCallOutput,
     Message,
+    Reasoning,
+    UnknownItem,
 )
 from kernel.prompt import Prompt
 
 from ._chat_errors import _json_text, _json_text_safe
 
-__all__ = ["chat_request_body", "freeform_tool_names"]
+__all__ = ["chat_request_body", "freeform_tool_names", "LEGACY_CALL_PREFIX"]
+
+LEGACY_CALL_PREFIX = "legacy_function_call_"
+"""The ``call_id`` prefix the stream decoder gives a call it decoded from a legacy
+``delta.function_call`` (which has no id). The request builder sends such a call back in the
+legacy form (the assistant message's ``function_call``, its output as a ``role: "function"``
+message naming it), which is the only way a legacy call and its output can be matched."""
 
 
 def freeform_tool_names(prompt: Prompt) -> frozenset[str]:
@@ -45,13 +53,21 @@ def chat_request_body(
       ``prompt.formatted_input()``: user / system messages keep their role (``developer``
       messages get ``developer_role``, ``"system"`` by default because most local chat templates
       reject other roles; pass ``"developer"`` for OpenAI itself) with their text parts joined
-      (an array of ``text`` / ``image_url`` parts when the message has images); assistant
-      messages become ``{"role": "assistant", "content": text}``; consecutive function calls,
-      custom tool calls (as functions with arguments ``{"input": string}``) and local shell calls
-      (as ``local_shell`` with the action as arguments) become one assistant message with
-      ``tool_calls``, merged into a directly preceding assistant message; outputs become
-      ``{"role": "tool", "tool_call_id", "content": text}``. Reasoning and other item kinds are
-      dropped.
+      (an array of ``text`` / ``image_url`` parts when the message has images); an untyped
+      "easy" message (``{"role", "content": string or parts}``) held as an unknown item is sent
+      likewise;
+      assistant messages become ``{"role": "assistant", "content": text}`` (the ``output_text``
+      parts; a ``refusal`` part is sent as ``"refusal"``, with ``"content": null`` when there is
+      no text); consecutive function calls, custom tool calls (as functions with arguments
+      ``{"input": string}``) and local shell calls (as ``local_shell`` with the action as
+      arguments) become one assistant message with ``tool_calls``, merged into a directly
+      preceding assistant message; outputs become ``{"role": "tool", "tool_call_id", "content":
+      text}``. A call decoded from a legacy ``function_call`` (id prefix
+      :data:`LEGACY_CALL_PREFIX`) goes back as the assistant message's ``function_call`` and its
+      output as ``{"role": "function", "name", "content"}``. A reasoning item's
+      ``extra["reasoning_details"]`` (OpenRouter / Snowflake reasoning, with its signatures and
+      encrypted entries) is sent as the ``reasoning_details`` of the next assistant message;
+      other reasoning, and other item kinds, are dropped.
     * ``tools`` (only when there are any): function tools as
       ``{"type": "function", "function": {"name", "description", "parameters"}}`` (plus
       ``strict`` when set); freeform tools as functions taking ``{"input": string}`` whose
@@ -65,27 +81,30 @@ def chat_request_body(
     messages: list[dict[str, Any]] = []
     if prompt.base_instructions:
         messages.append({"role": "system", "content": prompt.base_instructions})
+    history = _History(messages, developer_role)
     for item in prompt.formatted_input():
         if isinstance(item, Message):
             if item.role == "assistant":
-                messages.append({"role": "assistant", "content": item.text()})
+                history.assistant(_output_text(item.content), _refusal(item.content))
             else:
-                role = developer_role if item.role == "developer" else item.role
-                messages.append({"role": role, "content": _user_content(item.content)})
+                history.other(item.role, _user_content(item.content))
         elif isinstance(item, FunctionCall):
-            _append_tool_call(messages, item.call_id, item.name, item.arguments)
+            history.tool_call(item.call_id, item.name, item.arguments)
         elif isinstance(item, CustomToolCall):
-            _append_tool_call(messages, item.call_id, item.name, _json_text({"input": item.input}))
+            history.tool_call(item.call_id, item.name, _json_text({"input": item.input}))
         elif isinstance(item, LocalShellCall):
             call_id = item.call_id if item.call_id is not None else item.id
             if call_id is not None:
-                _append_tool_call(messages, call_id, "local_shell", _json_text_safe(item.action))
+                history.tool_call(call_id, "local_shell", _json_text_safe(item.action))
         elif isinstance(item, (FunctionCallOutput, CustomToolCallOutput)):
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output.to_text() or ""})
+            history.tool_output(item.call_id, item.output.to_text() or "")
         elif isinstance(item, McpToolCallOutput):
-            text = item.as_function_call_output_payload().to_text() or ""
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": text})
-        # Reasoning, tool search and unknown items have no Chat Completions form: dropped.
+            history.tool_output(item.call_id, item.as_function_call_output_payload().to_text() or "")
+        elif isinstance(item, Reasoning):
+            history.reasoning(item)
+        elif isinstance(item, UnknownItem):
+            history.easy_message(item.data)
+        # Tool search and other items have no Chat Completions form: dropped.
 
     body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
     if include_usage:
@@ -106,12 +125,119 @@ def chat_request_body(
     return body
 
 
+class _History:
+    """The ``messages`` array being built, and what pairing calls with outputs needs: the
+    names of legacy calls (their output names them) and the reasoning details waiting for the
+    next assistant message."""
+
+    __slots__ = ("messages", "developer_role", "legacy_names", "details")
+
+    def __init__(self, messages: list[dict[str, Any]], developer_role: str) -> None:
+        self.messages = messages
+        self.developer_role = developer_role
+        self.legacy_names: dict[str, str] = {}
+        self.details: list[Any] | None = None
+
+    def other(self, role: str, content: str | list[dict[str, Any]]) -> None:
+        """A user / system / developer message (it ends the assistant turn: reasoning details
+        not sent by then belong to no message)."""
+        self.details = None
+        self.messages.append({"role": self.developer_role if role == "developer" else role, "content": content})
+
+    def assistant(self, text: str, refusal: str) -> None:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if refusal:
+            message["refusal"] = refusal
+            if not text:
+                message["content"] = None  # as the API itself returns a refusal
+        self._take_details(message)
+        self.messages.append(message)
+
+    def reasoning(self, item: Reasoning) -> None:
+        details = item.extra.get("reasoning_details") if item.extra else None
+        if isinstance(details, (list, tuple)) and details:
+            # copied (one level): the body shares no mutable state with the prompt
+            copies = [dict(d) if isinstance(d, Mapping) else d for d in details]
+            self.details = [*(self.details or ()), *copies]
+
+    def tool_call(self, call_id: str, name: str, arguments: str) -> None:
+        messages = self.messages
+        last = messages[-1] if messages else None
+        # pending reasoning details start a new response: its calls do not join an earlier message
+        can_merge = (
+            last is not None and last["role"] == "assistant" and "function_call" not in last and self.details is None
+        )
+        if call_id.startswith(LEGACY_CALL_PREFIX):
+            self.legacy_names[call_id] = name
+            function_call = {"name": name, "arguments": arguments}
+            if last is not None and can_merge and "tool_calls" not in last:
+                last["function_call"] = function_call
+                self._take_details(last)
+            else:
+                message: dict[str, Any] = {"role": "assistant", "content": "", "function_call": function_call}
+                self._take_details(message)
+                messages.append(message)
+            return
+        call: dict[str, Any] = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        if last is not None and can_merge:
+            last.setdefault("tool_calls", []).append(call)
+            self._take_details(last)
+        else:
+            # "" rather than null: some local chat templates string-process the content
+            fresh: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": [call]}
+            self._take_details(fresh)
+            messages.append(fresh)
+
+    def tool_output(self, call_id: str, text: str) -> None:
+        name = self.legacy_names.get(call_id)
+        if name is not None:
+            self.messages.append({"role": "function", "name": name, "content": text})
+        else:
+            self.messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
+
+    def easy_message(self, data: Mapping[str, Any]) -> None:
+        """An untyped ``{"role", "content"}`` input message (the SDK's "easy input message");
+        other unknown items are dropped."""
+        role, content = data.get("role"), data.get("content")
+        if "type" in data or not isinstance(role, str):
+            return
+        if isinstance(content, str):
+            parts: Sequence[Mapping[str, Any]] = (
+                {"type": "output_text" if role == "assistant" else "input_text", "text": content},
+            )
+        elif isinstance(content, list):
+            parts = [p for p in content if isinstance(p, Mapping)]
+        else:
+            return
+        if role == "assistant":
+            self.assistant(_output_text(parts), _refusal(parts))
+        else:
+            self.other(role, _user_content(parts))
+
+    def _take_details(self, message: dict[str, Any]) -> None:
+        if self.details is not None:
+            message["reasoning_details"] = [*message.get("reasoning_details", ()), *self.details]
+            self.details = None
+
+
+_TEXT_PARTS = ("input_text", "output_text", "text")
+
+
+def _output_text(content: Sequence[Mapping[str, Any]]) -> str:
+    """The text of an assistant message: its text parts joined (not its refusal)."""
+    return "".join(str(part.get("text", "")) for part in content if part.get("type") in _TEXT_PARTS)
+
+
+def _refusal(content: Sequence[Mapping[str, Any]]) -> str:
+    return "".join(str(part.get("refusal", "")) for part in content if part.get("type") == "refusal")
+
+
 def _user_content(content: Sequence[Mapping[str, Any]]) -> str | list[dict[str, Any]]:
     texts: list[str] = []
     has_image = False
     for part in content:
         kind = part.get("type")
-        if kind in ("input_text", "output_text"):
+        if kind in _TEXT_PARTS:
             texts.append(str(part.get("text", "")))
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
             has_image = True
@@ -120,21 +246,11 @@ def _user_content(content: Sequence[Mapping[str, Any]]) -> str | list[dict[str, 
     parts: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type")
-        if kind in ("input_text", "output_text"):
+        if kind in _TEXT_PARTS:
             parts.append({"type": "text", "text": str(part.get("text", ""))})
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
             parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
     return parts
-
-
-def _append_tool_call(messages: list[dict[str, Any]], call_id: str, name: str, arguments: str) -> None:
-    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-    last = messages[-1] if messages else None
-    if last is not None and last["role"] == "assistant":
-        last.setdefault("tool_calls", []).append(call)
-    else:
-        # "" rather than null: some local chat templates string-process the content
-        messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
 
 
 def _tool_spec(tool: Any) -> dict[str, Any] | None:

@@ -1,13 +1,14 @@
 """HTTP error responses of the model endpoint → :class:`~kernel.errors.KernelError` (PROTOCOL §3).
 
-Three functions, used by the HTTP transports and by the Responses stream decoder:
+Three functions, used by the HTTP transports and by the stream decoders:
 
 * :func:`error_from_http` — one non-success response (status, headers, body) → the kernel error the
-  sampling loop branches on;
+  sampling loop branches on, classified by the error table (``_error_table``; ``docs/errors.md``);
 * :func:`requested_delay` — the delay a server asked for (``Retry-After``, ``retry-after-ms``, or
   "try again in 1.898s" in a message);
 * :func:`rate_limits_from_headers` — the codex backend's ``x-codex-{primary,secondary}-*`` headers.
 
+The body parsing, delays, redaction and status text live here; the decisions live in the table.
 Messages are built from the status code and the response *body* only, never from request
 headers; anything that looks like a bearer token or an API key is redacted, and long bodies are
 truncated.
@@ -27,18 +28,7 @@ from typing import Any
 
 import httpx
 
-from kernel.errors import (
-    ContextWindowExceeded,
-    InvalidRequest,
-    KernelError,
-    QuotaExceeded,
-    RateLimited,
-    ServerError,
-    StreamError,
-    Unauthorized,
-    UsageLimitReached,
-    UsageNotIncluded,
-)
+from kernel.errors import KernelError
 from kernel.stream import RateLimitsSnapshot
 
 __all__ = [
@@ -268,71 +258,35 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def error_from_http(status: int, headers: Mapping[str, str], body: bytes) -> KernelError:
-    """The kernel error for a non-success HTTP response of the model endpoint.
+def error_from_http(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    wire: str | None = None,
+    max_retry_after: float | None = None,
+) -> KernelError:
+    """The kernel error for a non-success HTTP response of the model endpoint, classified by the
+    error table (:data:`actors.model._error_table.ERROR_TABLE`; ``docs/errors.md``).
 
-    ============================================  =============================================
-    response                                      error
-    ============================================  =============================================
-    429, ``usage_limit_reached`` (type or code)   :class:`UsageLimitReached` (rate-limit
-                                                  snapshot from headers, ``plan_type``,
-                                                  ``resets_at`` as epoch seconds)
-    429, ``usage_not_included``                   :class:`UsageNotIncluded`
-    429, ``insufficient_quota``                   :class:`QuotaExceeded` (retrying cannot help)
-    429 otherwise                                 :class:`RateLimited` (``retry_after``)
-    5xx                                           :class:`ServerError` (``status``, ``retry_after``)
-    400 ``context_length_exceeded`` (any 4xx)     :class:`ContextWindowExceeded`
-    401 / 403                                     :class:`Unauthorized`
-    408 / 409                                     :class:`StreamError` (transient; retried)
-    400 / 404 / 422 and other 4xx                 :class:`InvalidRequest` (message from body)
-    anything else (1xx-3xx)                       :class:`InvalidRequest` ("unexpected status")
-    ============================================  =============================================
+    In short: a code that says it wins on any status (``context_length_exceeded`` and llama.cpp's
+    ``exceed_context_size_error`` → :class:`ContextWindowExceeded`, ``usage_limit_reached`` →
+    :class:`UsageLimitReached` with the rate-limit snapshot, ``plan_type`` and ``resets_at``,
+    ``usage_not_included`` → :class:`UsageNotIncluded`, ``insufficient_quota`` →
+    :class:`QuotaExceeded`, ``rate_limit_exceeded`` → :class:`RateLimited`); a 400/413/422 whose
+    message says the context overflowed (vLLM, Ollama, LM Studio) → :class:`ContextWindowExceeded`;
+    then by status: 429 → :class:`RateLimited`, 401/403 → :class:`Unauthorized`, 408/409 →
+    :class:`StreamError`, 501 → :class:`InvalidRequest`, 5xx → :class:`ServerError`, other 4xx →
+    :class:`InvalidRequest`, anything else → :class:`InvalidRequest` ("unexpected HTTP status").
+    Retryable errors carry the requested delay (``Retry-After``, ``retry-after-ms``, "try again in
+    1.898s"); ``x-should-retry: true|false`` overrides the decision.
 
-    The message is ``"<status> <phrase>: <body message>"``, built from the body only (never from
-    request headers), with secrets redacted and long text truncated.
+    ``wire`` (``"responses"`` / ``"chat"``) selects the wire-specific rows (a 404 for a missing
+    ``/responses`` route gets a hint); ``max_retry_after`` (``ModelSettings.max_retry_after``)
+    makes a request for a longer wait fail at once. The message is ``"<status> <phrase>: <body
+    message>"``, built from the body only (never from request headers), with secrets redacted and
+    long text truncated. Never raises.
     """
-    try:
-        status = int(status)
-    except (TypeError, ValueError):
-        status = 0
-    info = _Body(bytes(body or b""))
-    head = _status_text(status)
-    message = f"{head}: {info.message}" if info.message else head
+    from ._error_table import http_error  # the table imports this module's helpers
 
-    if info.has("context_length_exceeded") and 400 <= status < 500:
-        return ContextWindowExceeded()
-
-    if status == 429:
-        if info.has("usage_limit_reached"):
-            err = info.error
-            plan = err.get("plan_type")
-            resets_at = _number(err.get("resets_at"))
-            if resets_at is None:
-                resets_in = _number(err.get("resets_in_seconds"))
-                if resets_in is not None:
-                    resets_at = time.time() + resets_in
-            return UsageLimitReached(
-                message,
-                rate_limits_from_headers(headers),
-                plan_type=plan if isinstance(plan, str) else None,
-                resets_at=resets_at,
-            )
-        if info.has("usage_not_included"):
-            return UsageNotIncluded(info.message or "")
-        if info.has("insufficient_quota"):
-            return QuotaExceeded(info.message or "")
-        return RateLimited(message, retry_after=requested_delay(headers, info.message))
-
-    if 500 <= status < 600:
-        return ServerError(message, status=status, retry_after=requested_delay(headers, info.message))
-
-    if status in (401, 403):
-        return Unauthorized(message, status=status)
-
-    if status in (408, 409):
-        return StreamError(message, requested_delay(headers, info.message))
-
-    if 400 <= status < 500:
-        return InvalidRequest(message, status=status)
-
-    return InvalidRequest(f"unexpected HTTP status {message}", status=status)
+    return http_error(status, headers, body, wire=wire, max_retry_after=max_retry_after)

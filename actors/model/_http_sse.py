@@ -93,7 +93,13 @@ class HttpSseTransport:
         body = encode_json(request.body)
         async with http.stream("POST", s.endpoint, content=body, headers=self._headers) as response:
             if response.status_code >= 400:
-                raise error_from_http(response.status_code, response.headers, await _read_limited(response))
+                raise error_from_http(
+                    response.status_code,
+                    response.headers,
+                    await _read_limited(response),
+                    wire=s.wire,
+                    max_retry_after=s.max_retry_after,
+                )
             first: list[ModelEvent] = []
             limits = rate_limits_from_headers(response.headers)
             if limits is not None:
@@ -103,11 +109,27 @@ class HttpSseTransport:
                 await _drain_for_reuse(chunks)
 
     def _describe(self, exc: httpx.HTTPError) -> str:
+        """The :class:`StreamError` text for a network failure, naming the ``host:port`` it was
+        talking to ("ConnectError: cannot reach no-such-host.invalid:80: [Errno -2] Name or
+        service not known"). Built from the request URL's host and port only (never its user
+        info, path or query, never a header): the API key cannot appear, and the exception text
+        is redacted on top."""
         kind = type(exc).__name__
         text = str(exc) or kind
         if self.settings.api_key:
             text = text.replace(self.settings.api_key, "[redacted]")
-        return redact(f"{kind}: {text}")
+        try:
+            url = exc.request.url
+        except RuntimeError:  # raised before a request existed
+            url = httpx.URL(self.settings.endpoint)
+        host = url.host or "?"
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 literal
+        port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+        where = f"{host}:{port}" if port else host
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return redact(f"{kind}: cannot reach {where}: {text}")
+        return redact(f"{kind} (from {where}): {text}")
 
 
 @functools.cache

@@ -15,19 +15,15 @@ event and the field.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import msgspec
 
 from kernel.errors import (
-    ContextWindowExceeded,
     IncompleteResponse,
-    InvalidRequest,
     KernelError,
-    QuotaExceeded,
     StreamError,
-    UsageLimitReached,
-    UsageNotIncluded,
     WireFormatError,
 )
 from kernel.items import UnknownItem, item_from_wire, item_to_wire, json_type_name, tool_to_wire
@@ -47,7 +43,7 @@ from kernel.stream import (
     ToolCallInputDelta,
 )
 
-from ._http_errors import clean_message, requested_delay
+from ._error_table import error_from_failure
 from ._sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, SSEOverflow
 
 __all__ = [
@@ -57,6 +53,8 @@ __all__ = [
     "OUTPUT_SCHEMA_NAME",
     "STREAM_CLOSED_MESSAGE",
     "MAX_ITEM_DEPTH",
+    "HANDLED_EVENT_TYPES",
+    "IGNORED_EVENT_TYPES",
 ]
 
 OUTPUT_SCHEMA_NAME: Final = "codex_output_schema"
@@ -88,7 +86,9 @@ def responses_request_body(
     prompt has an ``output_schema`` (``{"type": "json_schema", "name": "codex_output_schema",
     "schema": ..., "strict": prompt.output_schema_strict}``). ``store`` is always ``false`` and
     ``stream`` always ``true``. Input items are sent without their server-side ``id`` (as codex
-    does): with ``store: false`` the server keeps no items, so an id would point at nothing.
+    does): with ``store: false`` the server keeps no items, so an id would point at nothing. An
+    ``item_reference`` (typed, or the ``{"id": ...}`` form with ``type`` absent or null) keeps
+    its ``id``: the id is what it sends.
     """
     body: dict[str, Any] = {
         "model": model,
@@ -127,6 +127,8 @@ def responses_request_body(
 
 def _input_wire(item: Any) -> dict[str, Any]:
     wire = item_to_wire(item)
+    if wire.get("type") == "item_reference" or (isinstance(item, UnknownItem) and wire.get("type") is None):
+        return wire  # an item reference (its type is optional): the id is the reference
     wire.pop("id", None)
     return wire
 
@@ -134,6 +136,9 @@ def _input_wire(item: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # failures carried by the stream
 # ---------------------------------------------------------------------------------------------
+
+
+# (the table: actors.model._error_table, one place for HTTP, in-stream and Chat errors)
 
 
 def _opt_str(value: Any) -> str | None:
@@ -145,43 +150,6 @@ def _opt_number(value: Any) -> float | None:
         return None
     value = float(value)
     return value if value == value and value not in (float("inf"), float("-inf")) else None
-
-
-def error_from_failure(error: Any, default_message: str) -> KernelError:
-    """The kernel error for the ``error`` object of ``response.failed`` (or an ``error`` event).
-
-    By ``code`` (or ``type``): ``context_length_exceeded`` → :class:`ContextWindowExceeded`,
-    ``insufficient_quota`` → :class:`QuotaExceeded`, ``usage_not_included`` →
-    :class:`UsageNotIncluded`, ``usage_limit_reached`` → :class:`UsageLimitReached`,
-    ``invalid_prompt`` → :class:`InvalidRequest`; anything else → a retryable
-    :class:`StreamError` whose ``retry_after`` is the delay named in the message ("try again in
-    1.898s"), if any.
-    """
-    err: Mapping[str, Any] = error if isinstance(error, dict) else {}
-    code = err.get("code")
-    etype = err.get("type")
-    raw_message = _opt_str(err.get("message"))
-    message = clean_message(raw_message) if raw_message and raw_message.strip() else None
-
-    def has(name: str) -> bool:
-        return code == name or etype == name
-
-    if has("context_length_exceeded"):
-        return ContextWindowExceeded()
-    if has("insufficient_quota"):
-        return QuotaExceeded()
-    if has("usage_not_included"):
-        return UsageNotIncluded()
-    if has("usage_limit_reached"):
-        return UsageLimitReached(
-            message or "",
-            None,
-            plan_type=_opt_str(err.get("plan_type")),
-            resets_at=_opt_number(err.get("resets_at")),
-        )
-    if has("invalid_prompt"):
-        return InvalidRequest(message or "invalid prompt")
-    return StreamError(message or default_message, requested_delay(None, raw_message))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,9 +262,11 @@ def _on_item_added(ev: _Event, t: str, data: bytes) -> ModelEvent:
 def _on_item_done(ev: _Event, t: str, data: bytes) -> ModelEvent:
     item = _checked_item(ev, t)
     try:
-        return OutputItemDone(item_from_wire(item))
+        done = OutputItemDone(item_from_wire(item))
     except WireFormatError as exc:
         raise _stream_error(t, f"invalid item: {exc.message}") from None
+    ev.item = item  # type: ignore[assignment]  # decoded: the decoder notes the item's id
+    return done
 
 
 def _on_summary_part(ev: _Event, t: str, data: bytes) -> ModelEvent:
@@ -306,6 +276,7 @@ def _on_summary_part(ev: _Event, t: str, data: bytes) -> ModelEvent:
 def _on_completed(ev: _Event, t: str, data: bytes) -> ModelEvent:
     response = _object_field(ev, "response", t, required=True)
     assert response is not None
+    ev.response = response  # type: ignore[assignment]  # decoded: the decoder backfills its output
     end_turn = response.get("end_turn")
     return Completed(
         _opt_str(response.get("id")),
@@ -437,6 +408,71 @@ _HANDLERS: Final[dict[str, Callable[[_Event, str, bytes], ModelEvent | None]]] =
     "codex.rate_limits": _on_rate_limits,
 }
 
+HANDLED_EVENT_TYPES: Final[frozenset[str]] = frozenset((_TEXT, _ARGS, _CUSTOM, _SUMMARY, _REASONING, *_HANDLERS))
+"""The stream event types the decoder turns into kernel events (or a terminal error)."""
+
+IGNORED_EVENT_TYPES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        # status only
+        "response.in_progress": "lifecycle",
+        "response.queued": "lifecycle",
+        "response.compaction.compacting": "lifecycle",
+        # the item of the ``response.output_item.done`` that follows carries the same content
+        "response.content_part.added": "redundant",
+        "response.content_part.done": "redundant",
+        "response.output_text.done": "redundant",
+        "response.output_text.annotation.added": "redundant",
+        "response.refusal.delta": "redundant",
+        "response.refusal.done": "redundant",
+        "response.function_call_arguments.done": "redundant",
+        "response.custom_tool_call_input.done": "redundant",
+        "response.reasoning_summary_part.done": "redundant",
+        "response.reasoning_summary_text.done": "redundant",
+        "response.reasoning_text.done": "redundant",
+        # progress of a tool the service runs (its item is kept from output_item.done)
+        "response.code_interpreter_call_code.delta": "hosted",
+        "response.code_interpreter_call_code.done": "hosted",
+        "response.code_interpreter_call.completed": "hosted",
+        "response.code_interpreter_call.in_progress": "hosted",
+        "response.code_interpreter_call.interpreting": "hosted",
+        "response.file_search_call.completed": "hosted",
+        "response.file_search_call.in_progress": "hosted",
+        "response.file_search_call.searching": "hosted",
+        "response.web_search_call.completed": "hosted",
+        "response.web_search_call.in_progress": "hosted",
+        "response.web_search_call.searching": "hosted",
+        "response.image_generation_call.completed": "hosted",
+        "response.image_generation_call.generating": "hosted",
+        "response.image_generation_call.in_progress": "hosted",
+        "response.image_generation_call.partial_image": "hosted",
+        "response.mcp_call_arguments.delta": "hosted",
+        "response.mcp_call_arguments.done": "hosted",
+        "response.mcp_call.completed": "hosted",
+        "response.mcp_call.failed": "hosted",
+        "response.mcp_call.in_progress": "hosted",
+        "response.mcp_list_tools.completed": "hosted",
+        "response.mcp_list_tools.failed": "hosted",
+        "response.mcp_list_tools.in_progress": "hosted",
+        # progress of the SDK's ``shell`` tool, which the kernel does not model (its
+        # ``shell_call`` item is kept, opaque, from output_item.done)
+        "response.shell_call_command.added": "unmodelled",
+        "response.shell_call_command.delta": "unmodelled",
+        "response.shell_call_command.done": "unmodelled",
+        "response.shell_call_output_content.delta": "unmodelled",
+        "response.shell_call_output_content.done": "unmodelled",
+        # audio output, which the kernel never requests
+        "response.audio.delta": "unrequested",
+        "response.audio.done": "unrequested",
+        "response.audio.transcript.delta": "unrequested",
+        "response.audio.transcript.done": "unrequested",
+    }
+)
+"""Stream event types the decoder skips on purpose, each with a one-word reason: ``lifecycle``
+(status only), ``redundant`` (the ``output_item.done`` item carries the same content),
+``hosted`` (progress of a tool the service runs), ``unmodelled`` (progress of a tool the kernel
+does not model), ``unrequested`` (audio). Any other type is skipped too (a stream never fails on
+an unknown event); the SDK conformance test fails on an SDK event type in neither table."""
+
 # the fields each known event reads (the slow path validates exactly these)
 _DELTA_FIELDS: Final = ("delta", "item_id")
 _NEEDED: Final[dict[str, tuple[str, ...]]] = {
@@ -513,20 +549,30 @@ class ResponsesStreamDecoder:
     :class:`ReasoningSummaryDelta`; ``response.reasoning_summary_part.added`` →
     :class:`ReasoningSummaryPartAdded`; ``response.reasoning_text.delta`` →
     :class:`ReasoningContentDelta`; ``codex.rate_limits`` → :class:`RateLimitsSnapshot`;
-    ``response.completed`` → :class:`Completed`. Other events are ignored. A delta without
-    ``delta`` is a stream error; a missing ``item_id`` / index is tolerated (``""`` / ``0``): the
-    kernel does not need it to keep the text.
+    ``response.completed`` → :class:`Completed`. Other events are ignored
+    (:data:`HANDLED_EVENT_TYPES`, :data:`IGNORED_EVENT_TYPES`). A delta without ``delta`` is a
+    stream error; a missing ``item_id`` / index is tolerated (``""`` / ``0``): the kernel does not
+    need it to keep the text.
+
+    Backfill: an item of ``response.completed``'s ``response.output`` for which no
+    ``output_item.done`` came (matched by item ``id``, or by position — the done event's
+    ``output_index`` — when either side has no id) is emitted as an :class:`OutputItemDone`
+    before :class:`Completed`, in output order. Such an item that does not validate (or nests
+    too deep) is skipped: it is a summary, not the stream's unit, and must not fail a stream
+    that completed.
 
     ``response_id`` is the id seen in ``response.created`` / ``response.completed``.
     """
 
-    __slots__ = ("_sse", "error", "done", "response_id")
+    __slots__ = ("_sse", "error", "done", "response_id", "_done_ids", "_done_at")
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._sse = SSEDecoder(max_event_bytes)
         self.error: KernelError | None = None
         self.done = False
         self.response_id: str | None = None
+        self._done_ids: set[str] | None = None  # ids of the items output_item.done delivered
+        self._done_at: dict[int, bool] = {}  # their positions → whether that item had an id
 
     def _fail(self, error: KernelError) -> None:
         self.error = error
@@ -608,14 +654,18 @@ class ResponsesStreamDecoder:
                     event = handler(ev, t, data)  # type: ignore[arg-type]
                     if event is None:
                         continue
-                    append(event)
-                    if type(event) is Created:
+                    if type(event) is OutputItemDone:
+                        self._note_done(ev.item, data)
+                    elif type(event) is Created:
                         self.response_id = event.response_id
                     elif type(event) is Completed:
                         if event.response_id is not None:
                             self.response_id = event.response_id
+                        self._backfill(ev.response, out)
+                        append(event)
                         self.done = True
                         return out
+                    append(event)
         except _Terminal as exc:
             self._fail(exc.error)
         except msgspec.DecodeError as exc:
@@ -628,13 +678,83 @@ class ResponsesStreamDecoder:
             self._fail(StreamError(f"malformed {name or 'SSE'} event: {type(exc).__name__}: {exc}"))
         return out
 
-    def finish(self) -> None:
-        """End of stream: without a terminal event, :attr:`error` becomes
-        ``StreamError("stream closed before response.completed")``."""
-        if self.done:
-            return
+    # --- rare paths: output_item.done bookkeeping and the backfill at completion ---------------
+
+    def _note_done(self, item: Any, data: bytes) -> None:
+        """Remember an ``output_item.done`` item (its ``id``, its position) for :meth:`_backfill`."""
+        item_id = item.get("id") if isinstance(item, dict) else None
+        has_id = isinstance(item_id, str) and bool(item_id)
+        if has_id:
+            if self._done_ids is None:
+                self._done_ids = set()
+            self._done_ids.add(item_id)  # type: ignore[arg-type]
         try:
-            self._sse.finish()  # an event cut mid-way is discarded, as the SSE spec says
-        except Exception:
+            index = _decode_index(data).output_index
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            index = None
+        if not isinstance(index, int) or isinstance(index, bool):
+            index = len(self._done_at)  # no usable output_index: its rank among done items
+        self._done_at[index] = self._done_at.get(index, False) or has_id
+
+    def _backfill(self, response: Any, out: list[ModelEvent]) -> None:
+        """Append an :class:`OutputItemDone` for each item of ``response.output`` that no
+        ``output_item.done`` delivered (see the class docstring)."""
+        output = response.get("output") if isinstance(response, dict) else None
+        if not isinstance(output, list):
+            return
+        ids = self._done_ids or ()
+        done_at = self._done_at
+        for index, entry in enumerate(output):
+            if not isinstance(entry, dict):
+                continue
+            item_id = entry.get("id")
+            if isinstance(item_id, str) and item_id:
+                if item_id in ids or done_at.get(index) is False:
+                    continue  # delivered (same id, or the done item at its place had no id)
+            elif index in done_at:
+                continue  # no id: matched by position
+            if _too_deep(entry):
+                continue
+            try:
+                out.append(OutputItemDone(item_from_wire(entry)))
+            except WireFormatError:
+                continue
+
+    def finish(self) -> list[ModelEvent]:
+        """End of stream: returns the events of a last SSE event whose terminating blank line
+        never came, when its data is complete JSON (so nothing complete is lost; an event cut
+        mid-way is discarded). Then, without a terminal event, :attr:`error` becomes
+        ``StreamError("stream closed before response.completed")``. Never raises."""
+        if self.done:
+            return []
+        out: list[ModelEvent] = []
+        try:
+            tail = self._sse.finish_event()
+            if tail is not None and _is_json(tail[1]):
+                out = self.feed(_reframe(*tail))
+        except Exception:  # pragma: no cover - feed never raises; belt and braces
             pass
-        self._fail(StreamError(STREAM_CLOSED_MESSAGE))
+        if not self.done:
+            self._fail(StreamError(STREAM_CLOSED_MESSAGE))
+        return out
+
+
+class _Index(msgspec.Struct, gc=False):
+    output_index: Any = None
+
+
+_decode_index: Final = msgspec.json.Decoder(_Index).decode
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def _reframe(name: str | None, data: bytes) -> bytes:
+    """One complete SSE event (blank line included) carrying ``name`` and ``data``."""
+    head = b"event: " + name.encode() + b"\n" if name is not None else b""
+    return head + b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"

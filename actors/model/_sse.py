@@ -6,7 +6,10 @@ stage of the per-event hot path, so the common shape (``event: x\\ndata: {...}\\
 with a few ``bytes`` operations and no per-line objects.
 
 A line longer than ``max_event_bytes`` (default 16 MiB) without an event boundary raises
-:class:`SSEOverflow` (a clear error instead of unbounded memory).
+:class:`SSEOverflow` (a clear error instead of unbounded memory). At end of stream,
+:meth:`SSEDecoder.finish` discards an event left without its terminating blank line (the SSE
+rule); :meth:`SSEDecoder.finish_event` hands it over instead, for a caller that can tell whether
+it is complete.
 """
 
 from __future__ import annotations
@@ -126,3 +129,15 @@ class SSEDecoder:
         self._buf = b""
         self._pending_cr = False
         return bool(rest.strip(b"\n"))
+
+    def finish_event(self) -> tuple[str | None, bytes] | None:
+        """End of stream, keeping what :meth:`finish` discards: the event left over without its
+        terminating blank line, parsed as if the blank line had come (``None`` when nothing but
+        blank or comment lines was left). Whether that event is complete is the caller's call:
+        the SSE framing cannot tell a last event whose blank line is missing from one cut
+        mid-way (the Responses decoder keeps it only when its data is complete JSON)."""
+        rest = self._buf
+        self._buf = b""
+        self._pending_cr = False
+        block = bytes(rest).strip(b"\n")
+        return self._parse_block(block) if block else None

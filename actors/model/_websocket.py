@@ -329,8 +329,9 @@ class WebSocketTransport:
                             outputs.append(wire)
                     delivered = True
                     await deliver_batch(request, events, idle_scope)
-                if decoder.done:
-                    state.in_flight = False  # a terminal event: the socket is clean again
+                if decoder.done and decoder.error is None:
+                    state.in_flight = False  # completed: the socket is clean again (after a failure
+                    # or a malformed frame the rest of that response may still be on its way)
                 if decoder.error is not None:
                     raise decoder.error
                 if decoder.done:
@@ -365,7 +366,15 @@ class WebSocketTransport:
         status = obj.get("status")
         if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
             status = 400 if error.get("type") == "invalid_request_error" else 500
-        mapped: KernelError = error_from_http(status, {}, msgspec.json.encode({"error": error}))
+        raw_headers = obj.get("headers")
+        headers = {str(k): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
+        mapped: KernelError = error_from_http(
+            status,
+            headers,
+            msgspec.json.encode({"error": error}),
+            wire="responses",
+            max_retry_after=self.settings.max_retry_after,
+        )
         return mapped
 
 

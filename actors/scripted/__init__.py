@@ -1,8 +1,10 @@
 """The scripted model server: a real HTTP/1.1 server on loopback that speaks the OpenAI Responses
-and Chat Completions streaming protocols, answering from a script, with fault injection.
+and Chat Completions streaming protocols, and Responses WebSocket mode, answering from a script,
+with fault injection.
 
 Layout: ``_script`` holds the values (items, faults, replies, the script and its JSON loader),
-``_render`` turns a reply into SSE bytes once per protocol, ``_server`` is the h11-on-Trio server.
+``_render`` turns a reply into SSE bytes once per protocol, ``_server`` is the h11-on-Trio server,
+``_ws`` its WebSocket mode (wsproto, on the same port).
 This file re-exports every public name. Run it as a process with
 ``python -m actors.scripted --port P --script FILE.json``.
 
@@ -20,6 +22,33 @@ Usage::
 Each POST to ``/v1/responses`` or ``/v1/chat/completions`` (``"stream": true``) consumes the
 next reply (one cursor for both endpoints). When the script runs out, the ``default`` reply is
 served (assistant text ``"Done."``), or the script starts over when ``cycle`` is true.
+
+WebSocket mode (PROTOCOL §5): ``ws://HOST:PORT/v1/responses`` (``GET /v1/responses`` with
+``Upgrade: websocket``, on the HTTP port). Each text frame ``{"type": "response.create", ...the
+POST body without stream/background...}`` is one request: recorded like a POST
+(``RecordedRequest.transport == "websocket"``, the upgrade request's headers, ``full_input``),
+answered from the same cursor / session scripts / router, with the same ``response.*`` event
+objects as the SSE ``data:`` lines, one JSON text frame each; requests on a connection are
+answered one at a time, in order. A reply's :class:`HttpError` becomes an error frame
+``{"type": "error", "status": 429, "error": {...the HTTP body's error...}, "headers": {...}}``
+(``headers`` only when the error or reply has some; a reply's ``headers`` are otherwise not sent
+on WebSocket) and the connection stays open. Per connection the server remembers the most recent
+completed response only: ``previous_response_id`` naming it continues its chain (input + output),
+any other id is answered ``previous_response_not_found``; a response.create that does not
+complete forgets it; ``"generate": false`` creates an empty response without consuming a reply.
+Pings are answered, as is the client's close. ``server.websocket_connections_opened`` and
+``server.upgrades_refused`` count the upgrades; ``open_scripted_server(..., websocket=False)``
+(or ``websocket=RefuseUpgrade(status=404)``) refuses them all and ``websocket_max_age=3600``
+ends connections older than that with ``websocket_connection_limit_reached``::
+
+    async with open_scripted_server(script) as server:
+        server.websocket_url    # "ws://127.0.0.1:PORT/v1/responses"
+        server.requests[0].transport, server.requests[0].full_input
+
+On WebSocket, ``Disconnect`` drops the TCP connection without a close frame (``mid_event``: after
+half of the next frame's bytes; ``clean``: the response just stops, the connection stays open),
+``Malformed`` sends ``data`` as a text frame, ``Stall`` sends nothing for a while (pings are still
+answered), ``delta_delay`` and ``events_per_write`` apply as on HTTP.
 
 Replies per conversation: with several sessions on one server, give each conversation key its
 own script and cursor, so which session gets which reply never depends on timing::
@@ -101,9 +130,17 @@ Faults (``kind``)::
     {"kind": "malformed", "after_events": 3, "data": "{not json",
      "event": "response.output_text.delta"}
     {"kind": "stall", "after_events": 3, "seconds": 30}
+    {"kind": "websocket_close", "after_events": 3, "code": 1011, "reason": "..."}   # close frame
+    {"kind": "refuse_upgrade", "status": 426, "message": "..."}    # the next upgrade gets HTTP 426
+    {"kind": "websocket_connection_limit", "status": 400, "message": "...",
+     "close_code": 1000}                             # error frame, then close (null: drop the TCP)
 
-An HTTP error fault stands alone; at most one of failed / incomplete / error_event and one
-disconnect per reply. ``after_events`` counts complete SSE events from the first
+An HTTP error, ``refuse_upgrade`` or ``websocket_connection_limit`` fault stands alone; at most
+one of failed / incomplete / error_event and one disconnect or websocket_close per reply.
+``websocket_close`` on HTTP ends the body like ``disconnect``; ``websocket_connection_limit`` on
+HTTP is an HTTP 400 with that error code; a ``refuse_upgrade`` reply is consumed by the next
+upgrade attempt (shared cursor, or the session named by the upgrade's session header; not with a
+router), and an HTTP POST or response.create reaching it is answered 500 ``script_mismatch``. ``after_events`` counts complete SSE events from the first
 (``response.created``; on Chat Completions the first chunk). Chat Completions renders the same
 reply as chunks: text as ``delta.content``, calls as ``delta.tool_calls`` fragments (custom calls
 as function calls), reasoning as ``delta.reasoning_content``, ``finish_reason`` ``"tool_calls"``
@@ -126,6 +163,7 @@ from ._script import (
     Malformed as Malformed,
     RawItem as RawItem,
     Reasoning as Reasoning,
+    RefuseUpgrade as RefuseUpgrade,
     Reply as Reply,
     Script as Script,
     ScriptError as ScriptError,
@@ -133,6 +171,8 @@ from ._script import (
     Stall as Stall,
     Text as Text,
     Usage as Usage,
+    WebSocketClose as WebSocketClose,
+    WebSocketConnectionLimit as WebSocketConnectionLimit,
     load_script as load_script,
     rate_limit_headers as rate_limit_headers,
 )
@@ -158,6 +198,9 @@ __all__ = [
     "Disconnect",
     "Malformed",
     "Stall",
+    "WebSocketClose",
+    "RefuseUpgrade",
+    "WebSocketConnectionLimit",
     "Fault",
     "Usage",
     "Reply",

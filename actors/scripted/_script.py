@@ -277,6 +277,10 @@ class Disconnect:
     client sees a protocol/read error). ``mid_event=True`` first sends the first half of the next
     event's bytes. ``clean=True`` instead ends the HTTP body properly (a clean EOF before
     ``response.completed`` / ``[DONE]``) and keeps the connection alive.
+
+    On WebSocket the TCP connection is closed with no close frame (``mid_event``: after half of
+    the next frame's bytes); ``clean=True`` just stops the response's frames and keeps the
+    connection open (nothing marks the end: the client sees a stalled response).
     """
 
     after_events: int = attrs.field(validator=_non_negative)
@@ -292,7 +296,8 @@ class Disconnect:
 class Malformed:
     """After ``after_events`` events, send an event whose data line is ``data`` (not JSON by
     default), then go on with the rest of the stream. The Responses endpoint names it
-    ``event``; Chat Completions sends only the ``data:`` line."""
+    ``event``; Chat Completions sends only the ``data:`` line; WebSocket sends ``data`` as a text
+    frame."""
 
     after_events: int = attrs.field(validator=_non_negative)
     data: str = "{not json"
@@ -302,17 +307,114 @@ class Malformed:
 @attrs.frozen(kw_only=True)
 class Stall:
     """After ``after_events`` events, send nothing for ``seconds`` (``trio.sleep``: a fake clock
-    makes it instant), then go on with the rest of the stream."""
+    makes it instant), then go on with the rest of the stream. On WebSocket, pings are still
+    answered meanwhile."""
 
     after_events: int = attrs.field(validator=_non_negative)
     seconds: float = attrs.field(validator=_non_negative)
 
 
-Fault = Union[HttpError, Failed, Incomplete, ErrorEvent, Disconnect, Malformed, Stall]
+_RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
+
+
+def _close_code(_inst: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is None and attribute.name == "close_code":
+        return
+    if not isinstance(value, int) or not 1000 <= value <= 4999 or value in _RESERVED_CLOSE_CODES:
+        raise ScriptError(
+            f"{attribute.name} must be a WebSocket close code a peer may send (1000-4999, not 1004, 1005, "
+            f"1006 or 1015), got {value!r}"
+        )
+
+
+def _close_reason(_inst: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if len(value.encode()) > 123:
+        raise ScriptError(f"{attribute.name} must be at most 123 bytes of UTF-8, got {len(value.encode())}")
+
+
+def _error_status(_inst: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not isinstance(value, int) or not 400 <= value <= 599:
+        raise ScriptError(f"{attribute.name} must be a 4xx or 5xx code, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class WebSocketClose:
+    """WebSocket: after ``after_events`` complete events, send a close frame with ``code``
+    (default 1011, internal error) and ``reason``, wait up to a few seconds for the client's
+    close frame, then close the TCP connection. On HTTP it ends the stream like
+    ``Disconnect(after_events=...)`` (the chunked body left unterminated)."""
+
+    after_events: int = attrs.field(default=0, validator=_non_negative)
+    code: int = attrs.field(default=1011, validator=_close_code)
+    reason: str = attrs.field(default="", validator=_close_reason)
+
+
+@attrs.frozen(kw_only=True)
+class RefuseUpgrade:
+    """Refuse a WebSocket upgrade: answer the handshake (``GET /v1/responses`` with ``Upgrade:
+    websocket``) with HTTP ``status`` (default 426; an endpoint without WebSocket mode says 404,
+    405 or 426) and an OpenAI-style JSON error body; the connection stays HTTP (keep-alive).
+
+    In a reply it stands alone and is consumed by the next upgrade attempt (the shared cursor,
+    or the session named by the upgrade's session header; not with a router), so a script
+    ``[Reply(faults=[RefuseUpgrade()]), Reply(items=["hi"])]`` refuses the first upgrade and
+    answers the client's HTTP fallback with ``"hi"``. An HTTP request or a ``response.create``
+    that reaches such a reply is a script mismatch, answered 500 naming it. Also a server option:
+    ``open_scripted_server(..., websocket=RefuseUpgrade(status=404))`` refuses every upgrade."""
+
+    status: int = attrs.field(default=426, validator=_error_status)
+    message: str = "WebSocket mode is not available on this endpoint: use POST /v1/responses"
+
+    def to_http_error(self) -> HttpError:
+        """The HTTP answer to the upgrade request."""
+        return HttpError(status=self.status, message=self.message, type="invalid_request_error")
+
+
+CONNECTION_LIMIT_MESSAGE = (
+    "Responses websocket connection limit reached (60 minutes). Create a new websocket connection to continue."
+)
+
+
+@attrs.frozen(kw_only=True)
+class WebSocketConnectionLimit:
+    """WebSocket: answer the ``response.create`` with the error frame
+    ``{"type": "error", "status": 400, "error": {"type": "invalid_request_error", "code":
+    "websocket_connection_limit_reached", "message", "param": null}}``, then close the connection
+    with a close frame of ``close_code`` (default 1000; ``None``: drop the TCP connection with no
+    close frame). It stands alone (no other fault). On HTTP: an HTTP ``status`` error with that
+    body."""
+
+    message: str = CONNECTION_LIMIT_MESSAGE
+    status: int = attrs.field(default=400, validator=_error_status)
+    close_code: int | None = attrs.field(default=1000, validator=_close_code)
+
+    def to_http_error(self) -> HttpError:
+        """The error as an :class:`HttpError` (its body is the error frame's ``error``)."""
+        return HttpError(
+            status=self.status,
+            message=self.message,
+            type="invalid_request_error",
+            code="websocket_connection_limit_reached",
+        )
+
+
+Fault = Union[
+    HttpError,
+    Failed,
+    Incomplete,
+    ErrorEvent,
+    Disconnect,
+    Malformed,
+    Stall,
+    WebSocketClose,
+    RefuseUpgrade,
+    WebSocketConnectionLimit,
+]
 """One injected fault."""
 
 _TERMINAL = (Failed, Incomplete, ErrorEvent)
-_TRANSPORT = (Disconnect, Malformed, Stall)
+_TRANSPORT = (Disconnect, Malformed, Stall, WebSocketClose)
+_STANDALONE = (HttpError, RefuseUpgrade, WebSocketConnectionLimit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,10 +471,12 @@ class Reply:
     """One model response: output items, faults, usage and transport options.
 
     ``items`` (a string is shorthand for :class:`Text`); ``faults`` (at most one
-    :class:`HttpError`, and then nothing else; at most one of :class:`Failed` /
-    :class:`Incomplete` / :class:`ErrorEvent`; at most one :class:`Disconnect`); ``usage``;
-    ``end_turn`` (copied into ``response.completed`` when set); ``headers`` added to the HTTP
-    response (e.g. :func:`rate_limit_headers`); ``delta_delay`` seconds slept before every delta
+    :class:`HttpError`, :class:`RefuseUpgrade` or :class:`WebSocketConnectionLimit`, and then
+    nothing else; at most one of :class:`Failed` / :class:`Incomplete` / :class:`ErrorEvent`; at
+    most one :class:`Disconnect` or :class:`WebSocketClose`); ``usage``; ``end_turn`` (copied
+    into ``response.completed`` when set); ``headers`` added to the HTTP response (e.g.
+    :func:`rate_limit_headers`; on WebSocket only an error frame carries them, as its
+    ``headers``); ``delta_delay`` seconds slept before every delta
     event; ``events_per_write`` overrides the server's batching (forced to one event per write
     around deltas when ``delta_delay`` is set); ``model`` and ``response_id`` override the
     defaults. Raises :class:`ScriptError` for an invalid combination.
@@ -389,16 +493,19 @@ class Reply:
     response_id: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        http = [f for f in self.faults if isinstance(f, HttpError)]
-        if http and len(self.faults) > 1:
-            raise ScriptError("Reply: an HttpError fault cannot be combined with other faults")
+        for f in self.faults:
+            if not isinstance(f, (*_STANDALONE, *_TERMINAL, *_TRANSPORT)):
+                raise ScriptError(f"Reply.faults: {f!r} is not a fault")
+        standalone = [f for f in self.faults if isinstance(f, _STANDALONE)]
+        if standalone and len(self.faults) > 1:
+            name = type(standalone[0]).__name__
+            raise ScriptError(f"Reply: a {name} fault stands alone: it cannot be combined with other faults")
         if sum(isinstance(f, _TERMINAL) for f in self.faults) > 1:
             raise ScriptError("Reply: at most one of Failed / Incomplete / ErrorEvent")
         if sum(isinstance(f, Disconnect) for f in self.faults) > 1:
             raise ScriptError("Reply: at most one Disconnect fault")
-        for f in self.faults:
-            if not isinstance(f, (HttpError, *_TERMINAL, *_TRANSPORT)):
-                raise ScriptError(f"Reply.faults: {f!r} is not a fault")
+        if sum(isinstance(f, (Disconnect, WebSocketClose)) for f in self.faults) > 1:
+            raise ScriptError("Reply: at most one Disconnect / WebSocketClose fault")
         if self.events_per_write is not None and self.events_per_write < 1:
             raise ScriptError(f"Reply.events_per_write must be >= 1, got {self.events_per_write}")
 
@@ -411,6 +518,22 @@ class Reply:
         return None
 
     @property
+    def refuse_upgrade(self) -> RefuseUpgrade | None:
+        """The upgrade refusal fault, if any."""
+        for f in self.faults:
+            if isinstance(f, RefuseUpgrade):
+                return f
+        return None
+
+    @property
+    def connection_limit(self) -> WebSocketConnectionLimit | None:
+        """The WebSocket connection-limit fault, if any."""
+        for f in self.faults:
+            if isinstance(f, WebSocketConnectionLimit):
+                return f
+        return None
+
+    @property
     def terminal(self) -> Failed | Incomplete | ErrorEvent | None:
         """The fault that replaces ``response.completed``, if any."""
         for f in self.faults:
@@ -419,7 +542,7 @@ class Reply:
         return None
 
     @property
-    def transport_faults(self) -> tuple[Disconnect | Malformed | Stall, ...]:
+    def transport_faults(self) -> tuple[Disconnect | Malformed | Stall | WebSocketClose, ...]:
         """The faults applied while writing the stream, in script order."""
         return tuple(f for f in self.faults if isinstance(f, _TRANSPORT))
 
@@ -625,6 +748,9 @@ _FAULT_KEYS: dict[str, tuple[Callable[..., Any], tuple[str, ...], tuple[str, ...
     "disconnect": (Disconnect, ("after_events",), ("mid_event", "clean")),
     "malformed": (Malformed, ("after_events",), ("data", "event")),
     "stall": (Stall, ("after_events", "seconds"), ()),
+    "websocket_close": (WebSocketClose, (), ("after_events", "code", "reason")),
+    "refuse_upgrade": (RefuseUpgrade, (), ("status", "message")),
+    "websocket_connection_limit": (WebSocketConnectionLimit, (), ("message", "status", "close_code")),
 }
 
 

@@ -3,7 +3,8 @@
 One task per connection (``trio.serve_tcp``'s handler nursery, owned by
 :func:`open_scripted_server`); requests on a connection are served one after another (HTTP/1.1
 has no pipelining in practice). Every connection error is local to its connection: a client that
-hangs up mid-stream ends that task, never the server.
+hangs up mid-stream ends that task, never the server. A ``GET /v1/responses`` with ``Upgrade:
+websocket`` is handed to ``_ws`` (Responses WebSocket mode) on the same connection.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from ._script import (
     Disconnect,
     HttpError,
     Malformed,
+    RefuseUpgrade,
     Reply,
     Script,
     SessionScripts,
     Stall,
     Text,
+    WebSocketClose,
 )
 
 __all__ = ["RecordedRequest", "Router", "ScriptedServer", "open_scripted_server", "REDACTED"]
@@ -43,6 +46,8 @@ _RECEIVE_SIZE = 65536
 _SERVER_HEADER = b"scripted-model-server"
 
 Endpoint = Literal["responses", "chat"]
+Transport = Literal["http", "websocket"]
+_RESPONSES_PATHS = ("/v1/responses", "/responses")
 
 
 def _redact(name: str, value: str) -> str:
@@ -67,6 +72,15 @@ class RecordedRequest:
     when the default reply was served, no reply was consumed or a router chose it).
     ``session`` is the request's conversation key (the session header, else the body's
     ``prompt_cache_key``, else its ``user``; ``None`` when it has none).
+
+    ``transport`` is ``"http"`` (a POST) or ``"websocket"``: one ``response.create`` text frame,
+    recorded with ``method`` ``"GET"``, the ``path`` and ``headers`` of the upgrade request and
+    the frame's JSON as ``body`` (``"type": "response.create"`` included). ``full_input`` is the
+    request's whole input as a list of items (a string input is one user message): on HTTP the
+    body's ``input``; on WebSocket the remembered chain (the previous response's full input and
+    its output) followed by the frame's ``input`` when it continues ``previous_response_id``, so
+    an incremental request can be compared with the full one. ``None`` on Chat Completions and for
+    a request that was refused before its input was read.
     """
 
     method: str
@@ -76,22 +90,36 @@ class RecordedRequest:
     endpoint: Endpoint | None
     reply_index: int | None
     session: str | None = None
+    transport: Transport = "http"
+    full_input: list[Any] | None = None
 
 
 Router = Callable[[RecordedRequest], "Reply | str"]
 """A reply chooser for :func:`open_scripted_server`: called (synchronously) once per streaming
-request with the request as a :class:`RecordedRequest` (secrets redacted, ``reply_index``
-``None``); returns the :class:`Reply` to serve (a string: one text item). An exception it raises
-is answered with HTTP 500 naming the exception."""
+request (HTTP POST or WebSocket ``response.create``; not for ``generate: false``) with the
+request as a :class:`RecordedRequest` (secrets redacted, ``reply_index`` ``None``); returns the
+:class:`Reply` to serve (a string: one text item). An exception it raises is answered with HTTP
+500 (on WebSocket: an error frame with status 500) naming the exception."""
+
+
+@attrs.frozen
+class _Selected:
+    """The reply chosen for a request: its script index (``-1``: default or routed), the reply
+    and the render cache's session key."""
+
+    index: int
+    reply: Reply
+    cache_session: str | None
 
 
 @attrs.define(eq=False)
 class ScriptedServer:
     """A running scripted model server (from :func:`open_scripted_server`).
 
-    Every POST to ``/v1/responses`` or ``/v1/chat/completions`` consumes the next reply of the
-    script (one cursor shared by both endpoints and all connections) — unless ``sessions`` is
-    set (one script and cursor per conversation key) or ``router`` is (it picks each reply).
+    Every POST to ``/v1/responses`` or ``/v1/chat/completions``, and every WebSocket
+    ``response.create``, consumes the next reply of the script (one cursor shared by both
+    endpoints, both transports and all connections) — unless ``sessions`` is set (one script and
+    cursor per conversation key) or ``router`` is (it picks each reply).
     """
 
     script: Script
@@ -112,7 +140,20 @@ class ScriptedServer:
     """The reply chooser, when a callable routes the replies (``script`` only names the model)."""
     served_by_session: dict[str, int] = attrs.field(factory=dict)
     """How many replies each conversation key has consumed (its cursor), with ``sessions``."""
+    websocket: bool | RefuseUpgrade = True
+    """Whether ``GET /v1/responses`` upgrades to WebSocket mode; ``False`` or a
+    :class:`RefuseUpgrade` answers every upgrade with an HTTP error (426 by default)."""
+    websocket_max_age: float | None = None
+    """Seconds a WebSocket connection may serve requests: a ``response.create`` that arrives
+    later gets ``websocket_connection_limit_reached`` and the connection is closed (the real
+    service: 60 minutes). ``None``: no limit."""
+    websocket_connections_opened: int = 0
+    """How many WebSocket upgrades were accepted (101)."""
+    upgrades_refused: int = 0
+    """How many WebSocket upgrades were answered with an HTTP error instead (the ``websocket``
+    option, a :class:`RefuseUpgrade` reply or a malformed handshake)."""
     _cache: dict[tuple[str | None, int, str, bool], Rendered] = attrs.field(factory=dict)
+    _warmups: int = 0
 
     @property
     def url(self) -> str:
@@ -124,6 +165,11 @@ class ScriptedServer:
     def base_url(self) -> str:
         """The API base URL, ``http://HOST:PORT/v1`` (an OpenAI client's ``base_url``)."""
         return self.url + "/v1"
+
+    @property
+    def websocket_url(self) -> str:
+        """The WebSocket mode URL, ``ws://HOST:PORT/v1/responses`` (same port as HTTP)."""
+        return "ws" + self.url.removeprefix("http") + "/v1/responses"
 
     # ---- reply selection and rendering ------------------------------------------------------
 
@@ -224,7 +270,13 @@ class ScriptedServer:
                         break
                     else:
                         return
-                keep_alive = await self._respond(stream, conn, event, bytes(body))
+                if _wants_websocket(event):
+                    from ._ws import serve_upgrade  # _ws imports this module
+
+                    # False: the connection was upgraded, and its WebSocket session is over
+                    keep_alive = await serve_upgrade(self, stream, conn, event)
+                else:
+                    keep_alive = await self._respond(stream, conn, event, bytes(body))
                 if not keep_alive:
                     return
                 if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
@@ -254,20 +306,12 @@ class ScriptedServer:
 
         endpoint, body = incoming.endpoint, incoming.body
         assert endpoint is not None and isinstance(body, dict)
-        session = self._session_key(incoming)
-        cache_session: str | None = None
-        if self.sessions is None and self.router is None:
-            index, reply = self._next_reply()
-        else:
-            chosen = self._choose(incoming, session)
-            if isinstance(chosen, HttpError):
-                self._record(incoming, None, session)
-                await _send_error(stream, conn, chosen, {})
-                return True
-            index, reply, cache_session = chosen
-        self._record(incoming, index if index >= 0 else None, session)
-
-        http_error = reply.http_error
+        selected = self._select(incoming)
+        if isinstance(selected, HttpError):
+            await _send_error(stream, conn, selected, {})
+            return True
+        reply = selected.reply
+        http_error = standalone_error(reply, "an HTTP request")
         if http_error is not None:
             await _send_error(stream, conn, http_error, reply.headers)
             return True
@@ -276,13 +320,60 @@ class ScriptedServer:
         if endpoint == "chat":
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        rendered = self._render_selected(selected, endpoint, include_usage)
+        return await self._stream(stream, conn, reply, rendered, named_events=endpoint == "responses")
+
+    def _select(self, incoming: _Incoming) -> _Selected | HttpError:
+        """Choose the reply for a streaming request (either transport) and record the request;
+        returns the error to answer with when there is no reply for it (session or router
+        problems)."""
+        session = self._session_key(incoming)
+        if self.sessions is None and self.router is None:
+            index, reply = self._next_reply()
+            cache_session: str | None = None
+        else:
+            chosen = self._choose(incoming, session)
+            if isinstance(chosen, HttpError):
+                self._record(incoming, None, session)
+                return chosen
+            index, reply, cache_session = chosen
+        self._record(incoming, index if index >= 0 else None, session)
+        return _Selected(index, reply, cache_session)
+
+    def _render_selected(self, selected: _Selected, endpoint: Endpoint, include_usage: bool) -> Rendered:
         if self.router is not None:
             # a router's replies are new objects: render each one (tagged by the request count)
             tag = f"r{self.replies_served}"
-            rendered = _render(reply, endpoint, tag=tag, model=self.script.model, usage=include_usage)
-        else:
-            rendered = self._rendered(index, reply, endpoint, include_usage, cache_session)
-        return await self._stream(stream, conn, reply, rendered, named_events=endpoint == "responses")
+            return _render(selected.reply, endpoint, tag=tag, model=self.script.model, usage=include_usage)
+        return self._rendered(selected.index, selected.reply, endpoint, include_usage, selected.cache_session)
+
+    def _take_refusal(self, headers: Mapping[str, str]) -> RefuseUpgrade | None:
+        """The refusal for a WebSocket upgrade, if any: the ``websocket`` option, else a
+        :class:`RefuseUpgrade` reply next in line (consumed). Without a router only: the upgrade
+        carries no body, so a keyed script is looked up by the session header alone."""
+        if self.websocket is False:
+            return RefuseUpgrade()
+        if isinstance(self.websocket, RefuseUpgrade):
+            return self.websocket
+        if self.router is not None:
+            return None
+        if self.sessions is None:
+            _index, reply = _pick(self.script, self.replies_served)
+            refusal = reply.refuse_upgrade
+            if refusal is not None:
+                self.replies_served += 1
+            return refusal
+        key = headers.get(self.sessions.header)
+        script = self.sessions.scripts.get(key) if key else None
+        if key is None or script is None:
+            return None
+        n = self.served_by_session.get(key, 0)
+        _index, reply = _pick(script, n)
+        refusal = reply.refuse_upgrade
+        if refusal is not None:
+            self.served_by_session[key] = n + 1
+            self.replies_served += 1
+        return refusal
 
     def _record(self, incoming: _Incoming, reply_index: int | None, session: str | None = None) -> None:
         if self.record_requests:
@@ -332,30 +423,31 @@ class _Incoming:
     body: Any
     bad_json: bool
     endpoint: Endpoint | None
+    transport: Transport = "http"
+    full_input: list[Any] | None = None
 
     @classmethod
     def parse(cls, request: h11.Request, raw: bytes) -> _Incoming:
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
         path = target.partition("?")[0]
-        headers: dict[str, str] = {}
-        for name_b, value_b in request.headers:
-            name = name_b.decode("latin-1").lower()
-            value = _redact(name, value_b.decode("latin-1"))
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        headers = parse_headers(request)
         try:
             body: Any = msgspec.json.decode(raw) if raw else None
             bad_json = False
         except msgspec.DecodeError:
             body, bad_json = None, True
         endpoint: Endpoint | None
-        if path in ("/v1/responses", "/responses"):
+        full_input: list[Any] | None = None
+        if path in _RESPONSES_PATHS:
             endpoint = "responses"
+            if isinstance(body, dict):
+                full_input = input_items(body.get("input"))
         elif path in ("/v1/chat/completions", "/chat/completions"):
             endpoint = "chat"
         else:
             endpoint = None
-        return cls(method, path, headers, body, bad_json, endpoint)
+        return cls(method, path, headers, body, bad_json, endpoint, full_input=full_input)
 
     def record(self, reply_index: int | None, session: str | None) -> RecordedRequest:
         """This request as a :class:`RecordedRequest`."""
@@ -367,6 +459,8 @@ class _Incoming:
             endpoint=self.endpoint,
             reply_index=reply_index,
             session=session,
+            transport=self.transport,
+            full_input=self.full_input,
         )
 
     def refusal(self) -> HttpError | None:
@@ -397,6 +491,58 @@ class _Incoming:
                 code="unsupported_value",
             )
         return None
+
+
+def parse_headers(request: h11.Request) -> dict[str, str]:
+    """A request's headers: lower-case names, repeated headers joined with ``", "``, secret
+    values redacted."""
+    headers: dict[str, str] = {}
+    for name_b, value_b in request.headers:
+        name = name_b.decode("latin-1").lower()
+        value = _redact(name, value_b.decode("latin-1"))
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def input_items(value: Any) -> list[Any]:
+    """A Responses ``input`` as a list of items: a string is one user message, ``None`` none."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    if isinstance(value, list):
+        return list(value)
+    return [value]
+
+
+def standalone_error(reply: Reply, what: str) -> HttpError | None:
+    """The error a reply answers with instead of a stream (:class:`HttpError`,
+    :class:`WebSocketConnectionLimit`; a :class:`RefuseUpgrade` reached by ``what``, a request
+    that is no upgrade, is a script mismatch: 500), else ``None``."""
+    if reply.http_error is not None:
+        return reply.http_error
+    limit = reply.connection_limit
+    if limit is not None:
+        return limit.to_http_error()
+    if reply.refuse_upgrade is not None:
+        return HttpError(
+            status=500,
+            message=f"script mismatch: the scripted reply refuses a WebSocket upgrade (RefuseUpgrade), "
+            f"but {what} reached it",
+            type="server_error",
+            code="script_mismatch",
+        )
+    return None
+
+
+def _wants_websocket(request: h11.Request) -> bool:
+    """Whether ``request`` asks to upgrade ``/v1/responses`` to WebSocket mode."""
+    if request.method != b"GET" or request.target.partition(b"?")[0].decode("ascii", "replace") not in _RESPONSES_PATHS:
+        return False
+    for name, value in request.headers:
+        if name == b"upgrade" and b"websocket" in value.lower():
+            return True
+    return False
 
 
 def _pick(script: Script, n: int) -> tuple[int, Reply]:
@@ -465,7 +611,7 @@ async def _write_with_faults(
     Returns whether the connection may be reused."""
     events, is_delta = rendered.events, rendered.is_delta
     n = len(events)
-    at: dict[int, list[Disconnect | Malformed | Stall]] = {}
+    at: dict[int, list[Disconnect | Malformed | Stall | WebSocketClose]] = {}
     for fault in reply.transport_faults:
         at.setdefault(min(fault.after_events, n), []).append(fault)
     delay = reply.delta_delay
@@ -484,6 +630,9 @@ async def _write_with_faults(
                 await trio.sleep(fault.seconds)
             elif isinstance(fault, Malformed):
                 pending.append(malformed_event(fault.data, fault.event if named_events else None))
+            elif isinstance(fault, WebSocketClose):
+                await flush()
+                return False  # no close frames on HTTP: an unterminated chunked body, as Disconnect
             else:
                 if fault.mid_event and i < n:
                     pending.append(events[i][: len(events[i]) // 2])
@@ -513,6 +662,8 @@ async def open_scripted_server(
     port: int = 0,
     events_per_write: int = 16,
     record_requests: bool = True,
+    websocket: bool | RefuseUpgrade = True,
+    websocket_max_age: float | None = None,
 ) -> AsyncIterator[ScriptedServer]:
     """Serve ``script`` over HTTP on ``host:port`` for the body of the ``async with``.
 
@@ -528,6 +679,13 @@ async def open_scripted_server(
     ``events_per_write`` overrides it). ``record_requests=False`` keeps ``server.requests``
     empty (long runs: each record holds the whole request body).
 
+    WebSocket mode (PROTOCOL §5) is served on the same port: ``GET /v1/responses`` with
+    ``Upgrade: websocket`` (``ws://HOST:PORT/v1/responses``). ``websocket=False`` answers every
+    upgrade with HTTP 426 (a :class:`RefuseUpgrade` chooses the status and message) and keeps
+    serving HTTP on the connection: an endpoint without WebSocket mode. ``websocket_max_age``
+    (seconds) answers a ``response.create`` on an older connection with
+    ``websocket_connection_limit_reached`` and closes it.
+
     Leaving the block cancels the server and every open connection; an exception raised in the
     block comes out as it is (not wrapped in an ``ExceptionGroup``). Raises ``OSError`` when the
     address cannot be bound, :class:`ScriptError` for a malformed session mapping, ``TypeError``
@@ -535,6 +693,10 @@ async def open_scripted_server(
     """
     if events_per_write < 1:
         raise ValueError(f"events_per_write must be >= 1, got {events_per_write}")
+    if not isinstance(websocket, (bool, RefuseUpgrade)):
+        raise TypeError(f"open_scripted_server: websocket must be a bool or a RefuseUpgrade, got {websocket!r}")
+    if websocket_max_age is not None and not websocket_max_age >= 0:
+        raise ValueError(f"websocket_max_age must be >= 0 seconds or None, got {websocket_max_age!r}")
     sessions: SessionScripts | None = None
     router: Router | None = None
     if script is None:
@@ -557,6 +719,8 @@ async def open_scripted_server(
         record_requests=record_requests,
         sessions=sessions,
         router=router,
+        websocket=websocket,
+        websocket_max_age=websocket_max_age,
     )
     # bound outside the nursery so that a bind error comes out as a plain OSError
     listeners = await trio.open_tcp_listeners(port, host=host)

@@ -295,7 +295,7 @@ def _terminal_class(fault: Any, wire: str) -> str:
         return "ContextWindowExceeded"
     if code == "insufficient_quota":
         return "QuotaExceeded"
-    if code == "rate_limit_exceeded" and wire == "chat":
+    if code == "rate_limit_exceeded":
         return "RateLimited"
     return "StreamError"
 

@@ -233,6 +233,7 @@ class SessionStressMachine(RuleBasedStateMachine):
                         wire=self.wire,  # type: ignore[arg-type]
                         idle_timeout=cfg.idle_timeout,
                         stream_max_retries=self.max_retries,
+                        transport="http",
                     )
                     spec = SessionSpec(
                         gen.settings, self.registry, gen.rollout, gen.resume, self.max_retries, self.max_buffer

@@ -18,6 +18,7 @@ from kernel.errors import (
     InvalidRequest,
     KernelError,
     QuotaExceeded,
+    RateLimited,
     StreamError,
     UsageLimitReached,
     UsageNotIncluded,
@@ -55,11 +56,11 @@ ERROR_ROWS: list[tuple[dict[str, Any], type[KernelError], bool, float | None]] =
     ({"code": "invalid_prompt", "message": "Invalid prompt: flagged"}, InvalidRequest, False, None),
     (
         {"code": "rate_limit_exceeded", "message": "Rate limit reached. Please try again in 1.898s."},
-        StreamError,
+        RateLimited,
         True,
         1.898,
     ),
-    ({"code": "rate_limit_exceeded", "message": "Rate limit reached, try again in 28ms"}, StreamError, True, 0.028),
+    ({"code": "rate_limit_exceeded", "message": "Rate limit reached, try again in 28ms"}, RateLimited, True, 0.028),
     ({"code": "server_is_overloaded", "message": "Overloaded. Try again in 20 seconds."}, StreamError, True, 20.0),
     ({"code": "server_error", "message": "An error occurred while processing your request."}, StreamError, True, None),
     ({"message": "no code at all"}, StreamError, True, None),
@@ -191,9 +192,9 @@ MALFORMED: list[tuple[bytes, str]] = [
     (
         raw_event(
             "response.output_item.done",
-            '{"type":"response.output_item.done","item":{"type":"message","role":"assistant","content":"x"}}',
+            '{"type":"response.output_item.done","item":{"type":"message","role":"assistant","content":5}}',
         ),
-        "invalid item",
+        "invalid item: message.content: expected a string or an array",
     ),
     (
         raw_event("response.output_item.added", '{"type":"response.output_item.added"}'),

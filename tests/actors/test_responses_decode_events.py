@@ -17,6 +17,7 @@ from kernel.errors import (
     ContextWindowExceeded,
     IncompleteResponse,
     KernelError,
+    RateLimited,
     StreamError,
 )
 from kernel.items import (
@@ -151,7 +152,7 @@ def test_failed_rate_limit_fixture_keeps_earlier_events_and_requested_delay() ->
     events, error, _ = run([load("failed_rate_limit.sse")])
     assert [type(e) for e in events] == [Created, OutputItemAdded, OutputTextDelta]
     assert events[2] == OutputTextDelta(MSG_ID, "Partial")
-    assert type(error) is StreamError and error.retryable
+    assert type(error) is RateLimited and error.retryable  # in-stream as at HTTP 429
     assert error.retry_after == pytest.approx(1.898)
     assert "Rate limit reached" in error.message
 

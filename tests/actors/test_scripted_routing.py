@@ -174,7 +174,8 @@ async def test_router_sees_the_request_and_branches_on_the_body(autojump_clock: 
             assert (await s2.run("hello")).last_agent_message == f"You said: hello ({s2.session_id})"
             assert (await s1.run("thanks")).last_agent_message == "You said: thanks (s1)"
     assert [r.session for r in seen] == ["s1", s2.session_id, "s1"]
-    assert all(r.method == "POST" and r.path == "/v1/responses" and r.reply_index is None for r in seen)
+    # (over the default transport, WebSocket: each request a response.create frame on the upgraded GET)
+    assert all(r.transport == "websocket" and r.path == "/v1/responses" and r.reply_index is None for r in seen)
     assert all(r.headers["authorization"] == "Bearer [REDACTED]" for r in seen)
     assert SECRET not in repr(seen)
     assert server.replies_served == 3 and len(server.requests) == 3

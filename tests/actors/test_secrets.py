@@ -63,10 +63,10 @@ def _leaks(*texts: str | bytes) -> list[str]:
 
 @asynccontextmanager
 async def _session(
-    script: Script, tools: Any, rollout: Path, **kw: Any
+    script: Script, tools: Any, rollout: Path, transport: Any = "auto", **kw: Any
 ) -> AsyncIterator[tuple[Any, Session, ModelSettings]]:
     async with open_scripted_server(script) as server:
-        settings = ModelSettings(base_url=server.base_url, model="scripted-model", api_key=API_KEY)
+        settings = ModelSettings(base_url=server.base_url, model="scripted-model", api_key=API_KEY, transport=transport)
         async with open_session(model=settings, tools=tools, rollout=rollout, **kw) as session:
             yield server, session, settings
 
@@ -215,8 +215,9 @@ async def test_shell_reading_another_process_environ_outside_the_sandbox(
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("transport", ["http", "websocket"])  # each alone: every retry is shown
 async def test_a_server_echoing_secrets_in_errors_is_redacted_in_retries_failure_and_outcome(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock, transport: str
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS)
     script = Script(
@@ -227,7 +228,7 @@ async def test_a_server_echoing_secrets_in_errors_is_redacted_in_retries_failure
         ]
     )
     rollout = tmp_path / "rollout.jsonl"
-    async with _session(script, None, rollout, max_retries=3) as (server, session, _):
+    async with _session(script, None, rollout, transport, max_retries=3) as (server, session, _):
         async with session.subscribe() as events:
             outcome = await session.run("hello")
             seen = events.take_nowait()

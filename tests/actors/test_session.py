@@ -77,7 +77,7 @@ def settings(base_url: str, **kw: Any) -> ModelSettings:
 
 @asynccontextmanager
 async def running(script: Script, rollout: Path | None = None, **session_kw: Any) -> AsyncIterator[tuple[Any, Session]]:
-    model_kw = {k: session_kw.pop(k) for k in ("idle_timeout", "wire") if k in session_kw}
+    model_kw = {k: session_kw.pop(k) for k in ("idle_timeout", "wire", "transport") if k in session_kw}
     async with open_scripted_server(script) as server:
         async with open_session(
             model=settings(server.base_url, **model_kw), tools=registry, rollout=rollout, **session_kw
@@ -167,10 +167,18 @@ RETRIED = {
 }
 
 
+# each transport alone (under "auto" a session with a fallback keeps its first retry quiet and
+# moves to HTTP once the budget is spent: tests/actors/test_websocket_fallback.py)
+TRANSPORTS = pytest.mark.parametrize("transport", ["http", "websocket"])
+
+
+@TRANSPORTS
 @pytest.mark.parametrize("name", sorted(RETRIED))
-async def test_retryable_faults_recover_with_history_resent(name: str, autojump_clock: trio.testing.MockClock) -> None:
+async def test_retryable_faults_recover_with_history_resent(
+    name: str, transport: str, autojump_clock: trio.testing.MockClock
+) -> None:
     fault, delay = RETRIED[name]
-    async with running(Script([fault, OK_REPLY])) as (server, session):
+    async with running(Script([fault, OK_REPLY]), transport=transport) as (server, session):
         async with session.subscribe() as events:
             start = trio.current_time()
             outcome = await session.run("hello")
@@ -195,9 +203,10 @@ async def test_retryable_faults_recover_with_history_resent(name: str, autojump_
     assert recorded.count("recovered") == 1
 
 
-async def test_idle_timeout_is_a_retryable_stream_error(autojump_clock: trio.testing.MockClock) -> None:
+@TRANSPORTS
+async def test_idle_timeout_is_a_retryable_stream_error(transport: str, autojump_clock: trio.testing.MockClock) -> None:
     stall = Reply(items=PARTIAL, faults=[Stall(after_events=3, seconds=60)])
-    async with running(Script([stall, OK_REPLY]), idle_timeout=5.0) as (server, session):
+    async with running(Script([stall, OK_REPLY]), idle_timeout=5.0, transport=transport) as (server, session):
         async with session.subscribe() as events:
             start = trio.current_time()
             outcome = await session.run("hello")
@@ -270,9 +279,12 @@ async def test_non_retryable_faults_fail_at_once(name: str, autojump_clock: trio
         assert snapshot.primary_used_percent == 100
 
 
-async def test_retry_budget_is_spent_then_the_error_surfaces(autojump_clock: trio.testing.MockClock) -> None:
+@TRANSPORTS
+async def test_retry_budget_is_spent_then_the_error_surfaces(
+    transport: str, autojump_clock: trio.testing.MockClock
+) -> None:
     drops = [Reply(items=PARTIAL, faults=[Disconnect(after_events=2)]) for _ in range(10)]
-    async with running(Script(drops), max_retries=3) as (server, session):
+    async with running(Script(drops), max_retries=3, transport=transport) as (server, session):
         async with session.subscribe() as events:
             outcome = await session.run("hello")
             seen = events.take_nowait()

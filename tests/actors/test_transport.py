@@ -73,14 +73,39 @@ def settings(base_url: str = "http://127.0.0.1:1") -> ModelSettings:
     return ModelSettings(base_url=base_url, model="scripted-model", stream_max_retries=2)
 
 
-def test_the_default_actor_has_one_http_transport_and_no_fallback() -> None:
+def test_the_default_actor_is_websocket_then_http_on_the_responses_wire() -> None:
     actor = ModelActor(settings())
-    assert [t.name for t in actor.transports] == ["http"]
-    assert isinstance(actor.transports[0], HttpSseTransport)
-    assert isinstance(actor.transports[0], ModelTransport)
+    assert [t.name for t in actor.transports] == ["websocket", "http"]
+    assert isinstance(actor.transports[1], HttpSseTransport)
+    assert all(isinstance(t, ModelTransport) for t in actor.transports)
     client = actor.client()
     assert isinstance(client, FallbackTransport)
+    assert client.has_fallback() and client.try_switch_fallback_transport()
+    assert client.transport is actor.transports[1] and not client.has_fallback()
+
+
+@pytest.mark.parametrize(
+    ("kw", "names"),
+    [
+        ({"transport": "http"}, ["http"]),
+        ({"transport": "websocket"}, ["websocket"]),
+        ({"wire": "chat"}, ["http"]),  # the Chat wire is HTTP only, "auto" included
+    ],
+)
+def test_the_transport_setting_chooses_the_transports(kw: dict[str, Any], names: list[str]) -> None:
+    actor = ModelActor(ModelSettings(base_url="http://127.0.0.1:1/v1", model="m", **kw))
+    assert [t.name for t in actor.transports] == names
+    client = actor.client()
     assert not client.has_fallback() and not client.try_switch_fallback_transport()
+
+
+def test_bad_transport_settings_are_named() -> None:
+    with pytest.raises(ValueError, match="transport must be 'auto', 'websocket' or 'http'"):
+        ModelSettings(base_url="http://h/v1", model="m", transport="carrier-pigeon")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs wire='responses'"):
+        ModelSettings(base_url="http://h/v1", model="m", transport="websocket", wire="chat")
+    with pytest.raises(ValueError, match="max_retry_after"):
+        ModelSettings(base_url="http://h/v1", model="m", max_retry_after=float("inf"))
 
 
 def test_bad_transport_arguments_are_named() -> None:

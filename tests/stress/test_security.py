@@ -76,16 +76,19 @@ class _Records(logging.Handler):
     fault=st.sampled_from(sorted(FAULTS)),
     placement=st.sampled_from(PLACEMENTS),
     retries=st.integers(0, 1),
+    transport=st.sampled_from(["http", "websocket"]),  # (the Chat wire is HTTP whatever is asked)
 )
-@example(wire="chat", fault="failed", placement="{key}", retries=0).via(
+@example(wire="chat", fault="failed", placement="{key}", retries=0, transport="http").via(
     "regression: Chat Completions error chunks were quoted into errors unredacted"
 )
-@example(wire="chat", fault="malformed", placement="{key}", retries=0).via(
+@example(wire="chat", fault="malformed", placement="{key}", retries=0, transport="http").via(
     "regression: a malformed chat chunk was quoted into the error unredacted"
 )
-@example(wire="chat", fault="failed_context", placement="{key}", retries=0)
-@example(wire="chat", fault="error_event", placement="{key}", retries=1)
-def test_the_api_key_never_leaks(wire: str, fault: str, placement: str, retries: int) -> None:
+@example(wire="chat", fault="failed_context", placement="{key}", retries=0, transport="http")
+@example(wire="chat", fault="error_event", placement="{key}", retries=1, transport="http")
+@example(wire="responses", fault="http_401", placement="{key}", retries=0, transport="websocket")
+@example(wire="responses", fault="malformed", placement="{key}", retries=1, transport="websocket")
+def test_the_api_key_never_leaks(wire: str, fault: str, placement: str, retries: int, transport: str) -> None:
     text = placement.format(key=KEY)
     handler = _Records()
     root = logging.getLogger()
@@ -96,7 +99,7 @@ def test_the_api_key_never_leaks(wire: str, fault: str, placement: str, retries:
         with warnings.catch_warnings(record=True) as warned, tempfile.TemporaryDirectory() as tmp:
             warnings.simplefilter("always")
             rollout = Path(tmp) / "rollout.jsonl"
-            outcome, events, requests = trio.run(_one_turn, wire, FAULTS[fault](text), rollout, retries)
+            outcome, events, requests = trio.run(_one_turn, wire, FAULTS[fault](text), rollout, retries, transport)
             artifacts = [rollout.read_text(), str(outcome.error), repr(outcome.error), repr(outcome)]
             artifacts += [repr(e) for e in events]
             artifacts += [json.dumps(event_to_dict(e), default=repr) for e in events if e.lifecycle]
@@ -112,14 +115,23 @@ def test_the_api_key_never_leaks(wire: str, fault: str, placement: str, retries:
     assert all(r.headers["authorization"] == "Bearer [REDACTED]" for r in requests)
 
 
-async def _one_turn(wire: str, fault: Any, rollout: Path, retries: int) -> tuple[Any, list[Any], list[Any]]:
+async def _one_turn(
+    wire: str, fault: Any, rollout: Path, retries: int, transport: str
+) -> tuple[Any, list[Any], list[Any]]:
     reply = (
         Reply(items=[Text("partial text", chunk_size=3)], faults=[fault])
         if not isinstance(fault, HttpError)
         else Reply(faults=[fault])
     )
     async with open_scripted_server(Script([reply] * (retries + 1), default=Reply(items=[Text("ok")]))) as server:
-        model = ModelSettings(base_url=server.base_url, model="m", api_key=KEY, wire=wire, stream_max_retries=retries)  # type: ignore[arg-type]
+        model = ModelSettings(
+            base_url=server.base_url,
+            model="m",
+            api_key=KEY,
+            wire=wire,  # type: ignore[arg-type]
+            stream_max_retries=retries,
+            transport="http" if wire == "chat" else transport,  # type: ignore[arg-type]
+        )
         async with open_session(model=model, rollout=rollout, max_retries=retries) as session:
             session.host.rng = FastBackoff(0.001)
             async with session.subscribe() as sub:
