@@ -110,9 +110,10 @@ async def _turn(base_url: str, transport: str, output_kib: int) -> dict[str, flo
 def measure(calls: int = 50, output_kib: int = 4, runs: int = 3) -> dict[str, Any]:
     """Run both transports ``runs`` times each, alternating; medians and ratios (ws / http)."""
     rows: dict[str, list[dict[str, float]]] = {"http": [], "websocket": []}
-    with scripted_server_process(tool_loop_script(calls)) as server:
-        for _ in range(runs):
-            for transport in ("http", "websocket"):
+    for _ in range(runs):
+        for transport in ("http", "websocket"):
+            # a fresh server per run: the script's cursor is consumed by one turn
+            with scripted_server_process(tool_loop_script(calls)) as server:
                 rows[transport].append(trio.run(_turn, server.base_url, transport, output_kib))
     out: dict[str, Any] = {"calls": calls, "output_kib": output_kib, "runs": runs}
     for transport, results in rows.items():

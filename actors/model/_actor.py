@@ -190,12 +190,13 @@ class HttpModelClient:
     for each transport.
     """
 
-    __slots__ = ("actor", "_index", "_states")
+    __slots__ = ("actor", "_index", "_states", "_wire_cache")
 
     def __init__(self, actor: ModelActor) -> None:
         self.actor = actor
         self._index = 0
         self._states: dict[int, Any] = {}
+        self._wire_cache: dict[int, tuple[Any, dict[str, Any]]] = {}  # encoded history items
 
     @property
     def transport(self) -> ModelTransport:
@@ -241,7 +242,7 @@ class HttpModelClient:
             state = self._states[self._index] = transport.session_state()
         send, receive = trio.open_memory_channel[Sequence[ModelEvent] | KernelError](16)
         request = _Request(
-            request_body(settings, prompt),
+            request_body(settings, prompt, self._wire_cache),
             new_decoder(settings.wire, prompt),
             send,
             trio.CancelScope(),

@@ -77,6 +77,7 @@ def responses_request_body(
     reasoning_summary: str | None = "auto",
     prompt_cache_key: str | None = None,
     verbosity: str | None = None,
+    wire_cache: dict[int, tuple[Any, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a streaming ``POST /responses`` for ``prompt`` (PROTOCOL §2).
 
@@ -93,7 +94,7 @@ def responses_request_body(
     body: dict[str, Any] = {
         "model": model,
         "instructions": prompt.base_instructions,
-        "input": [_input_wire(item) for item in prompt.formatted_input()],
+        "input": _inputs_wire(prompt.formatted_input(), wire_cache),
         "tools": [tool_to_wire(tool) for tool in prompt.tools],
         "tool_choice": "auto",
         "parallel_tool_calls": prompt.parallel_tool_calls,
@@ -123,6 +124,26 @@ def responses_request_body(
     if prompt_cache_key is not None:
         body["prompt_cache_key"] = prompt_cache_key
     return body
+
+
+def _inputs_wire(items: list[Any], cache: dict[int, tuple[Any, dict[str, Any]]] | None) -> list[dict[str, Any]]:
+    """The input items in wire form. With ``cache`` (one per session: ``id(item) → (item, wire)``,
+    refreshed to this request's items), an item already encoded for the previous request is not
+    encoded again: a long history costs one dict lookup per item. The cached dicts are shared
+    between requests and must not be mutated (nothing downstream does)."""
+    if cache is None:
+        return [_input_wire(item) for item in items]
+    out: list[dict[str, Any]] = []
+    fresh: dict[int, tuple[Any, dict[str, Any]]] = {}
+    for item in items:
+        key = id(item)
+        hit = cache.get(key)
+        wire = hit[1] if hit is not None and hit[0] is item else _input_wire(item)
+        fresh[key] = (item, wire)  # the item is held, so its id is not reused while cached
+        out.append(wire)
+    cache.clear()
+    cache.update(fresh)
+    return out
 
 
 def _input_wire(item: Any) -> dict[str, Any]:

@@ -24,8 +24,11 @@ def endpoint_path(wire: str) -> str:
     return "responses" if wire == "responses" else "chat/completions"
 
 
-def request_body(settings: ModelSettings, prompt: Prompt) -> dict[str, Any]:
-    """The JSON body of one streaming request for ``prompt`` on ``settings.wire``."""
+def request_body(
+    settings: ModelSettings, prompt: Prompt, wire_cache: dict[int, tuple[Any, dict[str, Any]]] | None = None
+) -> dict[str, Any]:
+    """The JSON body of one streaming request for ``prompt`` on ``settings.wire`` (``wire_cache``:
+    a session's cache of encoded input items, Responses wire only)."""
     if settings.wire == "chat":
         from ._chat import chat_request_body
 
@@ -38,6 +41,7 @@ def request_body(settings: ModelSettings, prompt: Prompt) -> dict[str, Any]:
         reasoning_effort=settings.reasoning_effort,
         reasoning_summary=settings.reasoning_summary,
         prompt_cache_key=prompt.prompt_cache_key,
+        wire_cache=wire_cache,
     )
 
 
