@@ -19,11 +19,13 @@ from ._script import Script, ScriptError, SessionScripts, load_script
 from ._server import open_scripted_server
 
 
-async def _serve(script: Script | SessionScripts, host: str, port: int, events_per_write: int) -> None:
+async def _serve(
+    script: Script | SessionScripts, host: str, port: int, events_per_write: int, websocket: bool = True
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # nobody reads the records of a long-lived process: don't keep every request body
         async with open_scripted_server(
-            script, host=host, port=port, events_per_write=events_per_write, record_requests=False
+            script, host=host, port=port, events_per_write=events_per_write, record_requests=False, websocket=websocket
         ) as server:
             print(f"listening on {server.url}", flush=True)
             async for _ in signals:
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and serve until a signal; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m actors.scripted",
-        description="Scripted OpenAI-compatible model server (Responses + Chat Completions SSE).",
+        description="Scripted OpenAI-compatible model server (Responses over SSE and WebSocket, Chat Completions SSE).",
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         "--script", help="JSON script file, plain or keyed by session (see actors.scripted's docstring)"
     )
     parser.add_argument("--events-per-write", type=int, default=16, help="SSE events per socket write")
+    parser.add_argument(
+        "--no-websocket", action="store_true", help="refuse WebSocket upgrades (an endpoint without WebSocket mode)"
+    )
     args = parser.parse_args(argv)
     try:
         script = load_script(args.script) if args.script else Script()
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot load script: {exc}", file=sys.stderr)
         return 2
     try:
-        trio.run(_serve, script, args.host, args.port, args.events_per_write)
+        trio.run(_serve, script, args.host, args.port, args.events_per_write, not args.no_websocket)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
