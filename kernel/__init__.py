@@ -38,6 +38,7 @@ from .events import (
     ItemStarted as ItemStarted,
     RateLimitsUpdated as RateLimitsUpdated,
     ReasoningDelta as ReasoningDelta,
+    RequestSent as RequestSent,
     StreamRetry as StreamRetry,
     TextDelta as TextDelta,
     TokenUsageUpdated as TokenUsageUpdated,
@@ -106,6 +107,7 @@ from .stream import (
     ReasoningSummaryPartAdded as ReasoningSummaryPartAdded,
     TokenUsage as TokenUsage,
     ToolCallInputDelta as ToolCallInputDelta,
+    TransportUsed as TransportUsed,
 )
 from .tools import (
     CompletedResponseItem as CompletedResponseItem,

@@ -34,6 +34,7 @@ __all__ = [
     "ToolCallFinished",
     "StreamRetry",
     "FallbackWarning",
+    "RequestSent",
     "TokenUsageUpdated",
     "RateLimitsUpdated",
     "ContextWindowFull",
@@ -133,6 +134,18 @@ class FallbackWarning:
 
 
 @attrs.frozen
+class RequestSent:
+    """A model request went out over ``transport`` (``"http"``, ``"websocket"``); ``incremental``:
+    only the new input items were sent, after ``previous_response_id``. Recorded in the rollout, so
+    it tells which transport served each request (the switch itself is a :class:`FallbackWarning`)."""
+
+    transport: str
+    incremental: bool = False
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
+    lifecycle: ClassVar[bool] = True
+
+
+@attrs.frozen
 class TokenUsageUpdated:
     """Usage of the last response and the session's running total."""
 
@@ -198,6 +211,7 @@ Event = Union[
     ToolCallFinished,
     StreamRetry,
     FallbackWarning,
+    RequestSent,
     TokenUsageUpdated,
     RateLimitsUpdated,
     ContextWindowFull,

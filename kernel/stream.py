@@ -38,6 +38,7 @@ __all__ = [
     "ToolCallInputDelta",
     "RateLimitsSnapshot",
     "Completed",
+    "TransportUsed",
     "TokenUsage",
     "ModelEvent",
     "ModelClient",
@@ -151,6 +152,16 @@ class RateLimitsSnapshot:
 
 
 @attrs.frozen
+class TransportUsed:
+    """Which transport serves this request, sent before its first event by transports that say
+    so: ``name`` (``"http"``, ``"websocket"``); ``incremental`` when only the new input items were
+    sent, after ``previous_response_id``."""
+
+    name: str
+    incremental: bool = False
+
+
+@attrs.frozen
 class Completed:
     """``response.completed``: the response ended normally. ``end_turn=False`` asks for a
     follow-up request."""
@@ -171,6 +182,7 @@ ModelEvent = Union[
     ToolCallInputDelta,
     RateLimitsSnapshot,
     Completed,
+    TransportUsed,
 ]
 """One decoded model stream event."""
 

@@ -55,6 +55,7 @@ from .stream import (
     ReasoningSummaryPartAdded,
     TokenUsage,
     ToolCallInputDelta,
+    TransportUsed,
 )
 from .tools import (
     CallT,
@@ -318,6 +319,8 @@ class TurnHost(Generic[CallT]):
                         elif kind is RateLimitsSnapshot:
                             self.rate_limits = event
                             out.append(ev.RateLimitsUpdated(event))
+                        elif kind is TransportUsed:
+                            out.append(ev.RequestSent(event.name, event.incremental))  # type: ignore[union-attr]
                         elif kind is Created:
                             pass
                     if out:

@@ -20,7 +20,7 @@ import httpx
 import trio
 
 from kernel.errors import StreamError
-from kernel.stream import ModelEvent
+from kernel.stream import ModelEvent, TransportUsed
 
 from ._http_errors import error_from_http, rate_limits_from_headers, redact
 from ._pool import ShardedTransport
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["HttpSseTransport", "default_ssl_context"]
 
 _MAX_ERROR_BODY = 64 * 1024
+_SERVED_BY_HTTP = TransportUsed("http")
 
 
 class HttpSseTransport:
@@ -100,7 +101,7 @@ class HttpSseTransport:
                     wire=s.wire,
                     max_retry_after=s.max_retry_after,
                 )
-            first: list[ModelEvent] = []
+            first: list[ModelEvent] = [_SERVED_BY_HTTP]
             limits = rate_limits_from_headers(response.headers)
             if limits is not None:
                 first.append(limits)

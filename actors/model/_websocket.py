@@ -44,7 +44,7 @@ import trio
 
 from kernel.errors import InvalidRequest, KernelError, StreamError
 from kernel.items import item_to_wire
-from kernel.stream import OutputItemDone
+from kernel.stream import OutputItemDone, TransportUsed
 
 from ._http_errors import error_from_http, redact
 from ._http_sse import default_ssl_context
@@ -304,6 +304,7 @@ class WebSocketTransport:
         idle_timeout = self.settings.idle_timeout
         outputs: list[Any] = []
         delivered = False
+        first: list[Any] | None = [TransportUsed("websocket", incremental)]
         now = trio.current_time
         with trio.CancelScope() as idle_scope:
             while True:
@@ -321,6 +322,9 @@ class WebSocketTransport:
                 events = decoder.feed(sse)
                 if decoder.done and decoder.error is None:
                     request.completed = True
+                if first is not None and events:
+                    events = first + events
+                    first = None
                 if events:
                     for event in events:
                         if type(event) is OutputItemDone:

@@ -67,6 +67,8 @@ async def test_every_request_after_the_first_is_incremental(tmp_path: Path) -> N
         assert r.body["previous_response_id"] and len(r.body["input"]) == 1  # the call's output only
         assert r.body["input"][0]["type"] == "function_call_output"
     assert server.websocket_connections_opened == 1
+    sent = [(r["transport"], r["incremental"]) for r in lines if r["type"] == "request_sent"]
+    assert sent == [("websocket", False), ("websocket", True), ("websocket", True)]
 
 
 async def test_a_socket_dropped_mid_stream_is_retried_and_the_turn_finishes(tmp_path: Path) -> None:
@@ -104,6 +106,8 @@ async def test_every_socket_failing_falls_back_after_the_budget_and_says_so(tmp_
     assert transports == ["websocket"] * 3 + ["http"] * 2
     warnings = [r for r in lines if r["type"] == "fallback_warning"]
     assert len(warnings) == 1 and "Falling back from WebSockets to HTTPS transport" in warnings[0]["message"]
+    # which transport served each request, in the event stream and so in the rollout
+    assert [r["transport"] for r in lines if r["type"] == "request_sent"] == ["websocket"] * 3 + ["http"] * 2
     async with open_scripted_server(script) as server:  # without --json the warning is on stderr
         workspace = tmp_path / "plain"
         workspace.mkdir()

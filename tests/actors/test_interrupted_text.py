@@ -74,8 +74,14 @@ async def test_interrupt_records_the_partial_message_everywhere(
         # the rollout holds it, before the turn's terminal record; resume reads it back
         lines = [json.loads(line) for line in rollout.read_text().splitlines()]
         kinds = [(rec["type"], (rec.get("item") or rec.get("event") or {}).get("type")) for rec in lines[1:]]
-        assert kinds == [("event", "turn_started"), ("item", "message"), ("item", "message"), ("event", "turn_aborted")]
-        assert lines[3]["item"] == {**incomplete(shown), "id": partial.id}
+        assert kinds == [
+            ("event", "turn_started"),
+            ("item", "message"),
+            ("event", "request_sent"),  # which transport served the request
+            ("item", "message"),
+            ("event", "turn_aborted"),
+        ]
+        assert lines[4]["item"] == {**incomplete(shown), "id": partial.id}
         resumed = await trio.to_thread.run_sync(resume, rollout)
         assert list(resumed.items) == history
 
