@@ -14,7 +14,7 @@ event and the field.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -144,6 +144,12 @@ def _inputs_wire(items: list[Any], cache: dict[int, tuple[Any, dict[str, Any]]] 
     cache.clear()
     cache.update(fresh)
     return out
+
+
+def input_wire(item: Any) -> dict[str, Any]:
+    """An input item as a request's ``input`` carries it (its server-side ``id`` dropped, except
+    for an item reference, whose id is the reference)."""
+    return _input_wire(item)
 
 
 def _input_wire(item: Any) -> dict[str, Any]:
@@ -611,8 +617,16 @@ class ResponsesStreamDecoder:
         except Exception as exc:
             self._fail(StreamError(f"malformed SSE stream: {type(exc).__name__}: {exc}"))
             return []
-        out: list[ModelEvent] = []
         if not raw_events:
+            return []
+        return self.feed_events(raw_events)
+
+    def feed_events(self, raw_events: Sequence[tuple[str | None, bytes]]) -> list[ModelEvent]:
+        """Decode whole events, each ``(SSE event name or None, JSON data)`` — what a transport
+        that frames events itself (WebSocket: one JSON text frame per event) hands over. The
+        same decoding as :meth:`feed`. Never raises."""
+        out: list[ModelEvent] = []
+        if self.done:
             return out
         append = out.append
         decode = _decode_event

@@ -43,11 +43,11 @@ import msgspec
 import trio
 
 from kernel.errors import InvalidRequest, KernelError, StreamError
-from kernel.items import item_to_wire
 from kernel.stream import OutputItemDone, TransportUsed
 
 from ._http_errors import error_from_http, redact
 from ._http_sse import default_ssl_context
+from ._responses import input_wire
 from ._wire import encode_json
 from ._ws_conn import WsClosed, WsConnection, WsRefused, connect_ws
 from .transport import ModelTransport, StreamRequest, deliver_batch
@@ -255,7 +255,7 @@ class WebSocketTransport:
     def _authority(self) -> str:
         return f"{self._host}:{self._port}"
 
-    def _frame(self, state: _WsSession, body: dict[str, Any]) -> tuple[str, bool]:
+    def _frame(self, state: _WsSession, body: dict[str, Any]) -> tuple[bytes, bool]:
         """The ``response.create`` frame for ``body``: incremental when the chain allows it."""
         full = body.get("input")
         message: dict[str, Any] = {"type": "response.create"}
@@ -270,7 +270,7 @@ class WebSocketTransport:
                 message["input"] = full[n:]
                 message["previous_response_id"] = state.response_id
                 incremental = True
-        return encode_json(message).decode(), incremental
+        return encode_json(message), incremental
 
     async def _attempt(self, request: StreamRequest, state: _WsSession) -> None:
         old = state.conn
@@ -305,6 +305,7 @@ class WebSocketTransport:
         outputs: list[Any] = []
         delivered = False
         first: list[Any] | None = [TransportUsed("websocket", incremental)]
+        feed = decoder.feed_events  # type: ignore[attr-defined]  # (the Responses decoder)
         now = trio.current_time
         with trio.CancelScope() as idle_scope:
             while True:
@@ -318,8 +319,7 @@ class WebSocketTransport:
                     raise StreamError(f"websocket closed before response.completed: {exc}") from None
                 if not texts:
                     continue
-                sse = self._to_sse(texts, delivered, state)
-                events = decoder.feed(sse)
+                events = feed(self._events_of(texts, delivered, state))
                 if decoder.done and decoder.error is None:
                     request.completed = True
                 if first is not None and events:
@@ -328,9 +328,7 @@ class WebSocketTransport:
                 if events:
                     for event in events:
                         if type(event) is OutputItemDone:
-                            wire = item_to_wire(event.item)
-                            wire.pop("id", None)
-                            outputs.append(wire)
+                            outputs.append(input_wire(event.item))  # as the next request carries it
                     delivered = True
                     await deliver_batch(request, events, idle_scope)
                 if decoder.done and decoder.error is None:
@@ -342,23 +340,18 @@ class WebSocketTransport:
                     return outputs
         raise StreamError(f"idle timeout: no frame from the model for {idle_timeout:g}s")
 
-    def _to_sse(self, texts: list[str], delivered: bool, state: _WsSession) -> bytes:
-        """The frames as SSE ``data:`` events for the shared decoder; ``error`` frames (nested,
-        with an HTTP-like status) are mapped here."""
-        parts: list[str] = []
+    def _events_of(self, texts: list[bytes], delivered: bool, state: _WsSession) -> list[tuple[None, bytes]]:
+        """The frames as whole events for the decoder; an ``error`` frame (nested, with an
+        HTTP-like status, unlike the SSE ``error`` event) is mapped here."""
+        out: list[tuple[None, bytes]] = []
         for text in texts:
-            head = text[:96]
-            if '"error"' in head and _is_error_frame(text):
+            if b'"error"' in text[:96] and _is_error_frame(text):
                 state.in_flight = False  # the error frame ends the request; the socket stays usable
                 raise self._error_frame(text, delivered)
-            if "\n" in text or "\r" in text:
-                text = text.replace("\r", " ").replace("\n", " ")  # JSON whitespace; SSE framing
-            parts.append("data: ")
-            parts.append(text)
-            parts.append("\n\n")
-        return "".join(parts).encode()
+            out.append((None, text))
+        return out
 
-    def _error_frame(self, text: str, delivered: bool) -> BaseException:
+    def _error_frame(self, text: bytes, delivered: bool) -> BaseException:
         obj = msgspec.json.decode(text)
         error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
         code = error.get("code")
@@ -382,7 +375,7 @@ class WebSocketTransport:
         return mapped
 
 
-def _is_error_frame(text: str) -> bool:
+def _is_error_frame(text: bytes) -> bool:
     try:
         obj = msgspec.json.decode(text)
     except msgspec.DecodeError:
