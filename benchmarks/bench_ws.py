@@ -10,7 +10,10 @@ alternating, ``--runs`` times each. Per follow-up request (every request after t
 * **client CPU** — process CPU time of the whole turn divided by its requests;
 * **wall per turn** — the whole 51-request turn.
 
-``python -m benchmarks.bench_ws [--calls 50] [--output-kib 4] [--runs 3] [--json FILE]``
+Then streaming: one session, one response of ``--deltas`` text deltas (20,000), client CPU per delta
+over each transport (what the HTTP streaming benchmark measures, over WebSocket too).
+
+``python -m benchmarks.bench_ws [--calls 50] [--output-kib 4] [--deltas 20000] [--runs 3] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from actors.model.transport import StreamRequest
 from actors.session import open_session
 from actors.tools import tool
 
-from .harness import scripted_server_process
+from .harness import scripted_server_process, streaming_script
 
 __all__ = ["measure", "main", "tool_loop_script"]
 
@@ -127,11 +130,46 @@ def measure(calls: int = 50, output_kib: int = 4, runs: int = 3) -> dict[str, An
     return out
 
 
+async def _stream(base_url: str, transport: str) -> tuple[float, int]:
+    from kernel import Message, TurnCompleted, TurnFailed
+    from kernel.events import TextDelta
+
+    settings = ModelSettings(base_url=base_url, model="m", api_key="bench-key", transport=transport)  # type: ignore[arg-type]
+    async with open_session(model=settings) as session:
+        start = time.process_time()
+        deltas = 0
+        async with session.subscribe() as events:
+            await session.submit([Message.user("go")])
+            async for event in events:
+                if type(event) is TextDelta:
+                    deltas += 1
+                elif isinstance(event, (TurnCompleted, TurnFailed)):
+                    break
+        return time.process_time() - start, deltas
+
+
+def measure_streaming(deltas: int = 20_000, runs: int = 3) -> dict[str, Any]:
+    """Client CPU µs per streamed delta over each transport (median of ``runs``, alternating; a
+    fresh server and a warm-up turn per run)."""
+    samples: dict[str, list[float]] = {"http": [], "websocket": []}
+    for _ in range(runs):
+        for transport in samples:
+            with scripted_server_process(streaming_script(deltas)) as server:
+                trio.run(_stream, server.base_url, transport)  # warm-up: imports, the first connection
+            with scripted_server_process(streaming_script(deltas)) as server:
+                cpu, seen = trio.run(_stream, server.base_url, transport)
+            samples[transport].append(cpu * 1e6 / max(1, seen))
+    out: dict[str, Any] = {name: statistics.median(v) for name, v in samples.items()}
+    out["ratio"] = out["websocket"] / out["http"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: print the figures (and write them as JSON with ``--json``)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ws", description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--output-kib", type=int, default=4)
+    parser.add_argument("--deltas", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
@@ -147,6 +185,12 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"websocket / http: bytes per request {ratios['bytes_per_request']:.3f}, "
         f"CPU per request {ratios['cpu_per_request']:.2f}, wall per turn {ratios['wall_per_turn']:.2f}"
+    )
+    streaming = measure_streaming(args.deltas, args.runs)
+    result["streaming_us_per_delta"] = streaming
+    print(
+        f"streaming {args.deltas} deltas: http {streaming['http']:.2f} µs CPU per delta, websocket "
+        f"{streaming['websocket']:.2f} µs ({streaming['ratio']:.2f}x)"
     )
     if args.json:
         with open(args.json, "w") as f:
