@@ -376,6 +376,19 @@ def _annotation(value: Any) -> dict[str, Any] | None:
 # The decoder
 # ---------------------------------------------------------------------------------------------
 
+
+def _is_complete(data: bytes) -> bool:
+    """Whether the data of a last SSE event left without its blank line is whole: ``[DONE]``,
+    or JSON that parses (an event cut mid-way almost never is)."""
+    if data.strip() == b"[DONE]":
+        return True
+    try:
+        _ANY_DECODER.decode(data)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
 _INCOMPLETE: Final = {"length": "max_output_tokens", "content_filter": "content_filter"}
 """The ``finish_reason`` values that end the stream with :class:`IncompleteResponse`, and its
 reason."""
@@ -506,34 +519,56 @@ class ChatStreamDecoder:
         except SSEOverflow as exc:
             self.error = StreamError(f"Chat Completions stream: {exc}")
             return out
+        self._decode_events(events, out)
+        return out
+
+    def _decode_events(self, events: list[tuple[str | None, bytes]], out: list[ModelEvent]) -> None:
         try:
             for name, data in events:
                 if not self._on_event(name, data, out):
                     break
         except Exception as exc:  # pragma: no cover - a bug here must not crash the transport
             self.error = StreamError(f"Chat Completions stream: internal decoder failure: {type(exc).__name__}: {exc}")
-        return out
 
     def finish(self) -> list[ModelEvent]:
-        """End of the response body. Returns the final events: ``Completed`` when a
-        ``finish_reason`` was seen but ``[DONE]`` never came (a tolerated server quirk).
-        Otherwise, unless the stream already ended, sets :attr:`error` to a
-        :class:`~kernel.errors.StreamError` (a stream without ``[DONE]`` or a ``finish_reason``
-        is a failed stream), or to the :class:`~kernel.errors.IncompleteResponse` a truncating
-        ``finish_reason`` announced. Never raises."""
-        cut = self._sse.finish()
+        """End of the response body. Returns the final events.
+
+        A last SSE event whose terminating blank line never came is decoded when it is complete
+        (its data is whole JSON, or ``[DONE]``): a final usage or ``finish_reason`` chunk is not
+        lost. One cut mid-way is discarded, as the SSE rule says (the error then says "cut
+        mid-event"). Then: ``Completed`` when a ``finish_reason`` was seen but ``[DONE]`` never
+        came (a tolerated server quirk). Otherwise, unless the stream already ended, sets
+        :attr:`error` to a :class:`~kernel.errors.StreamError` (a stream without ``[DONE]`` or a
+        ``finish_reason`` is a failed stream), or to the
+        :class:`~kernel.errors.IncompleteResponse` a truncating ``finish_reason`` announced.
+        Never raises."""
         if self.done or self.error is not None:
+            self._sse.finish()
             return []
+        out: list[ModelEvent] = []
+        cut = False
+        try:
+            tail = self._sse.finish_event()
+        except Exception:  # pragma: no cover - finish_event never raises; belt and braces
+            tail = None
+        if tail is not None:
+            if _is_complete(tail[1]):
+                self._decode_events([tail], out)
+            else:
+                cut = True
+        if self.done or self.error is not None:
+            return out
         if self._incomplete is not None:
             self.error = IncompleteResponse(self._incomplete)
-            return []
+            return out
         if self.finish_reason is not None:
             self.done = True
-            return [Completed(self.response_id, self.usage)]
+            out.append(Completed(self.response_id, self.usage))
+            return out
         self.error = StreamError(
             "Chat Completions stream closed before [DONE] or a finish_reason" + (" (cut mid-event)" if cut else "")
         )
-        return []
+        return out
 
     # --- per event (the hot path) -----------------------------------------------------------
 

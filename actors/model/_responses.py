@@ -599,7 +599,7 @@ class ResponsesStreamDecoder:
         self.done = False
         self.response_id: str | None = None
         self._done_ids: set[str] | None = None  # ids of the items output_item.done delivered
-        self._done_at: dict[int, bool] = {}  # their positions → whether that item had an id
+        self._done_at: dict[int, tuple[str | None, str | None]] = {}  # positions → (id, type) delivered there
 
     def _fail(self, error: KernelError) -> None:
         self.error = error
@@ -729,7 +729,8 @@ class ResponsesStreamDecoder:
             index = None
         if not isinstance(index, int) or isinstance(index, bool):
             index = len(self._done_at)  # no usable output_index: its rank among done items
-        self._done_at[index] = self._done_at.get(index, False) or has_id
+        item_type = item.get("type") if isinstance(item, dict) else None
+        self._done_at[index] = (item_id if has_id else None, item_type if isinstance(item_type, str) else None)
 
     def _backfill(self, response: Any, out: list[ModelEvent]) -> None:
         """Append an :class:`OutputItemDone` for each item of ``response.output`` that no
@@ -739,13 +740,21 @@ class ResponsesStreamDecoder:
             return
         ids = self._done_ids or ()
         done_at = self._done_at
+        listed = {e.get("id") for e in output if isinstance(e, dict)}
         for index, entry in enumerate(output):
             if not isinstance(entry, dict):
                 continue
             item_id = entry.get("id")
             if isinstance(item_id, str) and item_id:
-                if item_id in ids or done_at.get(index) is False:
-                    continue  # delivered (same id, or the done item at its place had no id)
+                if item_id in ids:
+                    continue  # delivered under the same id
+                done = done_at.get(index)
+                if done is not None:
+                    done_id, done_type = done
+                    if done_id is None:
+                        continue  # the done item at its place had no id: the same item
+                    if done_type in (None, entry.get("type")) and done_id not in listed:
+                        continue  # the same item renamed (Copilot, OpenRouter rotate ids)
             elif index in done_at:
                 continue  # no id: matched by position
             if _too_deep(entry):
