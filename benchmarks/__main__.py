@@ -1,13 +1,15 @@
 """``python -m benchmarks`` — the kernel against the floor and against the agent frameworks.
 
-Runs every scenario (streaming, tool turn, concurrency, idle memory, and what the command sandbox
-costs: ``shell ["true"]`` sandboxed vs not) and writes
-``benchmarks/results/<timestamp>/results.json``, ``report.md`` and ``report.png``.
+Runs every scenario (streaming, tool turn, concurrency, idle memory, what the command sandbox
+costs: ``shell ["true"]`` sandboxed vs not, and the kernel over WebSocket vs over HTTP: 50 sequential
+tool calls, then a stream) and writes ``benchmarks/results/<timestamp>/results.json``, ``report.md``
+and ``report.png``.
 
     python -m benchmarks                      # the issue's sizes, 5 runs each (several minutes)
     python -m benchmarks --quick              # small sizes, 3 runs: a CI smoke test (< 1 min)
     python -m benchmarks --only streaming     # one scenario (repeat or comma-separate for more)
     python -m benchmarks --only sandbox       # the sandbox's cost alone (no server, no peers)
+    python -m benchmarks --only websocket     # WebSocket vs HTTP alone (no peers)
     python -m benchmarks --systems kernel,floor --out /tmp/bench
 
 Peers (``openai``, ``openai-agents``, ``pydantic-ai-slim``) and matplotlib come with the ``bench``
@@ -51,12 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and 3 runs (CI smoke, under a minute)")
     parser.add_argument("--out", type=Path, help="output directory (default benchmarks/results/<timestamp>)")
     parser.add_argument(
-        "--only", action="append", metavar="SCENARIO", help=f"run only these scenarios: {', '.join(SCENARIOS)}"
+        "--only",
+        action="append",
+        metavar="SCENARIO",
+        help=f"run only these scenarios (repeat or comma-separate): {', '.join(SCENARIOS)}",
     )
     parser.add_argument(
         "--systems", action="append", metavar="NAME", help=f"run only these systems: {', '.join(SYSTEMS)}"
     )
-    parser.add_argument("--runs", type=int, help="measured runs per figure (default 5, --quick 3)")
+    parser.add_argument(
+        "--runs", type=int, help="measured runs per figure (default 5; --quick 3, its websocket scenario 2)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
 
@@ -70,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None:
         if args.runs < 1:
             parser.error("--runs must be at least 1")
-        cfg = dataclasses.replace(cfg, runs=args.runs)
+        cfg = dataclasses.replace(cfg, runs=args.runs, ws_runs=None)  # every scenario: --quick's 2 too
 
     out = args.out or Path(__file__).resolve().parent / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)

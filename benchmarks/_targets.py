@@ -1,5 +1,7 @@
-"""The issue's targets: each measured ratio or figure against its goal, with a verdict, and — for a
-target without a value — why (a system not installed, failed, or not selected).
+"""The issue's targets (and the WebSocket transport's: bytes and client CPU per follow-up request
+against HTTP's, and its streaming CPU per delta for information): each measured ratio or figure
+against its goal, with a verdict, and — for a target without a value — why (a system not
+installed, failed, or not selected).
 """
 
 from __future__ import annotations
@@ -115,5 +117,33 @@ def targets(scenarios: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
             k["median"] if k else None,
             (20, 50, False, "KiB"),
             note,
+        )
+    ws = scenarios.get("websocket")
+    if ws:
+        p, r = ws["params"], ws["ratios"]
+        transports = ("http", "websocket")
+        add(
+            ws,
+            transports,
+            f"websocket: WebSocket bytes per follow-up request ÷ HTTP's at {p['calls']} tool calls",
+            r.get("bytes_per_request"),
+            (0.05, None, False, "×"),
+        )
+        add(
+            ws,
+            transports,
+            "websocket: WebSocket client CPU per follow-up request ÷ HTTP's",
+            r.get("cpu_per_request"),
+            (0.5, None, False, "×"),
+            f"the turn's client CPU ÷ its {p['calls'] + 1} requests",
+        )
+        deltas = p["deltas"]
+        add(
+            ws,
+            transports,
+            "websocket: streaming client CPU per delta, WebSocket ÷ HTTP",
+            r.get("streaming_cpu_per_delta"),
+            (1.1, None, False, "×"),
+            "for information" + ("" if deltas >= 20_000 else f"; --quick: {deltas:,} deltas"),
         )
     return out

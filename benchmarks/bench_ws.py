@@ -13,15 +13,21 @@ alternating, ``--runs`` times each. Per follow-up request (every request after t
 Then streaming: one session, one response of ``--deltas`` text deltas (20,000), client CPU per delta
 over each transport (what the HTTP streaming benchmark measures, over WebSocket too).
 
-``python -m benchmarks.bench_ws [--calls 50] [--output-kib 4] [--deltas 20000] [--runs 3] [--json FILE]``
+``python -m benchmarks.bench_ws [--calls 50] [--output-kib 4] [--deltas 20000] [--runs 3] [--json FILE] [--quiet]``
+
+Progress goes to stderr (``--quiet``: none). ``python -m benchmarks --only websocket`` runs this module in a
+subprocess of its own and puts the figures in the benchmark report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -36,6 +42,12 @@ from actors.tools import tool
 from .harness import scripted_server_process, streaming_script
 
 __all__ = ["measure", "main", "tool_loop_script"]
+
+Log = Callable[[str], None]
+
+
+def _silent(_message: str) -> None:
+    pass
 
 
 def tool_loop_script(calls: int) -> dict[str, Any]:
@@ -110,14 +122,15 @@ async def _turn(base_url: str, transport: str, output_kib: int) -> dict[str, flo
     }
 
 
-def measure(calls: int = 50, output_kib: int = 4, runs: int = 3) -> dict[str, Any]:
+def measure(calls: int = 50, output_kib: int = 4, runs: int = 3, log: Log = _silent) -> dict[str, Any]:
     """Run both transports ``runs`` times each, alternating; medians and ratios (ws / http)."""
     rows: dict[str, list[dict[str, float]]] = {"http": [], "websocket": []}
-    for _ in range(runs):
+    for r in range(runs):
         for transport in ("http", "websocket"):
             # a fresh server per run: the script's cursor is consumed by one turn
             with scripted_server_process(tool_loop_script(calls)) as server:
                 rows[transport].append(trio.run(_turn, server.base_url, transport, output_kib))
+        log(f"    tool loop round {r + 1}/{runs} done (load {os.getloadavg()[0]:.2f})")
     out: dict[str, Any] = {"calls": calls, "output_kib": output_kib, "runs": runs}
     for transport, results in rows.items():
         out[transport] = {key: statistics.median(r[key] for r in results) for key in results[0]}
@@ -148,17 +161,18 @@ async def _stream(base_url: str, transport: str) -> tuple[float, int]:
         return time.process_time() - start, deltas
 
 
-def measure_streaming(deltas: int = 20_000, runs: int = 3) -> dict[str, Any]:
+def measure_streaming(deltas: int = 20_000, runs: int = 3, log: Log = _silent) -> dict[str, Any]:
     """Client CPU µs per streamed delta over each transport (median of ``runs``, alternating; a
     fresh server and a warm-up turn per run)."""
     samples: dict[str, list[float]] = {"http": [], "websocket": []}
-    for _ in range(runs):
+    for r in range(runs):
         for transport in samples:
             with scripted_server_process(streaming_script(deltas)) as server:
                 trio.run(_stream, server.base_url, transport)  # warm-up: imports, the first connection
             with scripted_server_process(streaming_script(deltas)) as server:
                 cpu, seen = trio.run(_stream, server.base_url, transport)
             samples[transport].append(cpu * 1e6 / max(1, seen))
+        log(f"    streaming round {r + 1}/{runs} done (load {os.getloadavg()[0]:.2f})")
     out: dict[str, Any] = {name: statistics.median(v) for name, v in samples.items()}
     out["ratio"] = out["websocket"] / out["http"]
     return out
@@ -172,8 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deltas", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
-    result = measure(args.calls, args.output_kib, args.runs)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    result = measure(args.calls, args.output_kib, args.runs, log)
     for transport in ("http", "websocket"):
         r = result[transport]
         print(
@@ -186,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         f"websocket / http: bytes per request {ratios['bytes_per_request']:.3f}, "
         f"CPU per request {ratios['cpu_per_request']:.2f}, wall per turn {ratios['wall_per_turn']:.2f}"
     )
-    streaming = measure_streaming(args.deltas, args.runs)
+    streaming = measure_streaming(args.deltas, args.runs, log)
     result["streaming_us_per_delta"] = streaming
     print(
         f"streaming {args.deltas} deltas: http {streaming['http']:.2f} µs CPU per delta, websocket "

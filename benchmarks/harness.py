@@ -18,6 +18,14 @@ Measurement rules (the issue's):
   ``python -m benchmarks.bench_sandbox`` in a subprocess of its own, which calls the ``shell``
   tool with ``["true"]`` unsandboxed, under bubblewrap and under Landlock (round-robin), and
   counts CPU as its own ``time.process_time()`` plus its reaped children's (``RUSAGE_CHILDREN``).
+* The ``websocket`` scenario (the kernel over WebSocket against over HTTP) needs no system either:
+  it runs ``python -m benchmarks.bench_ws`` in a subprocess of its own, which starts its own
+  scripted servers (a fresh one per run) and, alternating the transports, times one session
+  making 50 sequential tool calls (the history growing to ~200 KB: bytes sent per follow-up
+  request, client CPU per request, wall per turn), then one streamed response (client CPU per
+  delta). CPU is that process's ``time.process_time()``: the server's is not in it. Its figures
+  are ``bench_ws``'s medians (no spread); ``--quick`` streams 5,000 deltas (not 20,000) over 2
+  runs but keeps the 50 calls.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import json
 import math
 import os
 import queue
+import signal
 import statistics
 import subprocess
 import sys
@@ -61,7 +70,7 @@ __all__ = [
     "tool_turn_script",
 ]
 
-SCENARIOS = ("streaming", "tool_turn", "concurrency", "idle", "sandbox")
+SCENARIOS = ("streaming", "tool_turn", "concurrency", "idle", "sandbox", "websocket")
 
 Log = Callable[[str], None]
 
@@ -90,6 +99,14 @@ class Config:
     """Seconds a worker may take to start or to do one run."""
     sandbox_calls: int = 200
     """``shell ["true"]`` calls per run and backend in the sandbox scenario."""
+    ws_calls: int = 50
+    """Sequential tool calls in the websocket scenario's turn (a request each, plus the first)."""
+    ws_output_kib: int = 4
+    """Each tool output's size in the websocket scenario (50 × 4 KiB: a ~200 KB history)."""
+    ws_deltas: int = 20_000
+    """Text deltas of the websocket scenario's streamed response."""
+    ws_runs: int | None = None
+    """Runs per transport in the websocket scenario; None: ``runs``."""
     systems: tuple[str, ...] = tuple(SYSTEMS)
     scenarios: tuple[str, ...] = SCENARIOS
 
@@ -120,6 +137,8 @@ QUICK = Config(
     idle_sessions=500,
     timeout=120.0,
     sandbox_calls=30,
+    ws_deltas=5_000,
+    ws_runs=2,
 )
 
 
@@ -669,35 +688,39 @@ def scenario_idle(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
     }
 
 
-def scenario_sandbox(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
-    """What the command sandbox costs: ``python -m benchmarks.bench_sandbox`` in a subprocess of
-    its own (its CPU figures are its own process's and its children's, nothing of the harness's)."""
-    log(f'  sandbox: shell ["true"] × {cfg.sandbox_calls} calls × {cfg.runs} runs: none, bwrap, landlock')
-    load0 = _load()
-    fd, path = tempfile.mkstemp(prefix="bench-sandbox-", suffix=".json")
+def _run_bench_module(module: str, args: list[str], limit: float, log: Log) -> tuple[dict[str, Any] | None, str]:
+    """Run ``python -m <module> <args> --json FILE`` in a subprocess of its own, relaying its
+    progress (the stderr lines indented four spaces) and killing it after ``limit`` seconds.
+    Returns the JSON it wrote, or None and why it gave none (its last stderr line, or the limit).
+
+    The module runs in a process group of its own, and a kill (the limit, or the harness
+    interrupted) kills the group: the processes it started (``bench_ws``'s scripted servers) hold
+    its stderr open and would outlive it, and the harness would wait for that pipe's end forever."""
+    fd, path = tempfile.mkstemp(prefix=f"{module.rpartition('.')[2]}-", suffix=".json")
     os.close(fd)
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.bench_sandbox",
-        "--calls",
-        str(cfg.sandbox_calls),
-        "--runs",
-        str(cfg.runs),
-        "--json",
-        path,
-    ]
+    command = [sys.executable, "-m", module, *args, "--json", path]
     try:
         proc = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env=_child_env()
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=_child_env(),
+            start_new_session=True,
         )
         assert proc.stderr is not None
-        limit = cfg.timeout * cfg.runs  # a worker's limit is per run
         timed_out = threading.Event()
+
+        def kill_group() -> None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # the group is gone already
+                pass
 
         def kill() -> None:
             timed_out.set()
-            proc.kill()
+            kill_group()
 
         killer = threading.Timer(limit, kill)
         killer.start()
@@ -711,24 +734,106 @@ def scenario_sandbox(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
             proc.wait()
         finally:
             killer.cancel()
+            if proc.poll() is None:  # interrupted: leave nothing of it running
+                kill_group()
+                proc.wait()
+            proc.stderr.close()
         text = Path(path).read_text()
         if proc.returncode != 0 or not text:
             why = tail[-1] if tail else f"exit status {proc.returncode}"
             if timed_out.is_set():
                 why = f"no result within {limit:g} s"
-            doc: dict[str, Any] = {
-                "params": {"calls": cfg.sandbox_calls, "runs": cfg.runs, "command": ["true"]},
-                "results": {"none": {"status": f"failed: {why}", "label": "bench_sandbox"}},
-                "ratios": {},
-                "paired_ratios": {},
-            }
-        else:
-            doc = json.loads(text)
+            return None, why
+        doc: dict[str, Any] = json.loads(text)
+        return doc, ""
     finally:
         Path(path).unlink(missing_ok=True)
+
+
+def scenario_sandbox(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
+    """What the command sandbox costs: ``python -m benchmarks.bench_sandbox`` in a subprocess of
+    its own (its CPU figures are its own process's and its children's, nothing of the harness's)."""
+    log(f'  sandbox: shell ["true"] × {cfg.sandbox_calls} calls × {cfg.runs} runs: none, bwrap, landlock')
+    load0 = _load()
+    args = ["--calls", str(cfg.sandbox_calls), "--runs", str(cfg.runs)]
+    # a worker's limit is per run
+    doc, why = _run_bench_module("benchmarks.bench_sandbox", args, cfg.timeout * cfg.runs, log)
+    if doc is None:
+        doc = {
+            "params": {"calls": cfg.sandbox_calls, "runs": cfg.runs, "command": ["true"]},
+            "results": {"none": {"status": f"failed: {why}", "label": "bench_sandbox"}},
+            "ratios": {},
+            "paired_ratios": {},
+        }
     doc["params"]["isolation"] = "subprocess: python -m benchmarks.bench_sandbox"
     doc["load_avg"] = {"start": load0, "end": _load()}
     return doc
+
+
+_TRANSPORTS = {"http": "HTTP + SSE", "websocket": "WebSocket"}
+"""The websocket scenario's rows: ``bench_ws``'s keys and their labels."""
+_WS_FIGURES = (
+    "bytes_first_request",
+    "bytes_per_follow_up",
+    "bytes_last_request",
+    "cpu_ms_per_request",
+    "wall_ms_per_turn",
+)
+
+
+def scenario_websocket(cfg: Config, log: Log, pool: Pool) -> dict[str, Any]:
+    """The kernel over WebSocket against over HTTP: ``python -m benchmarks.bench_ws`` in a
+    subprocess of its own (its CPU figures are its own process's: the scripted servers it starts
+    run in processes of theirs). ``results`` has a row per transport (``bench_ws``'s medians and
+    the streaming CPU per delta), ``ratios`` WebSocket ÷ HTTP, ``bench_ws`` the JSON it wrote."""
+    runs = cfg.ws_runs or cfg.runs
+    log(
+        f"  websocket: {cfg.ws_calls} sequential tool calls ({cfg.ws_output_kib} KiB outputs), then "
+        f"{cfg.ws_deltas} deltas streamed × {runs} runs: {', '.join(_TRANSPORTS)}"
+    )
+    load0 = _load()
+    args = ["--calls", str(cfg.ws_calls), "--output-kib", str(cfg.ws_output_kib)]
+    args += ["--deltas", str(cfg.ws_deltas), "--runs", str(runs)]
+    raw, why = _run_bench_module("benchmarks.bench_ws", args, cfg.timeout * runs, log)
+    results: dict[str, Any] = {}
+    ratios: dict[str, float | None] = {
+        "bytes_per_request": None,
+        "cpu_per_request": None,
+        "wall_per_turn": None,
+        "streaming_cpu_per_delta": None,
+    }
+    if raw is None:
+        for name, label in _TRANSPORTS.items():
+            results[name] = {"status": f"failed: {why}", "label": label}
+    else:
+        streaming = raw.get("streaming_us_per_delta") or {}
+        for name, label in _TRANSPORTS.items():
+            row = raw[name]
+            results[name] = {
+                "status": "ok",
+                "label": label,
+                "requests": int(row["requests"]),
+                "incremental_requests": int(row["incremental"]),
+                **{key: row[key] for key in _WS_FIGURES},
+                "streaming_us_per_delta": streaming.get(name),
+            }
+        ratios.update(
+            {key: raw["ratios"].get(key) for key in ("bytes_per_request", "cpu_per_request", "wall_per_turn")}
+        )
+        ratios["streaming_cpu_per_delta"] = streaming.get("ratio")
+    return {
+        "params": {
+            "calls": cfg.ws_calls,
+            "output_kib": cfg.ws_output_kib,
+            "deltas": cfg.ws_deltas,
+            "runs": runs,
+            "isolation": "subprocess: python -m benchmarks.bench_ws",
+        },
+        "results": results,
+        "ratios": ratios,
+        "bench_ws": raw,
+        "load_avg": {"start": load0, "end": _load()},
+    }
 
 
 _RUNNERS: dict[str, Callable[[Config, Log, Pool], dict[str, Any]]] = {
@@ -737,6 +842,7 @@ _RUNNERS: dict[str, Callable[[Config, Log, Pool], dict[str, Any]]] = {
     "concurrency": scenario_concurrency,
     "idle": scenario_idle,
     "sandbox": scenario_sandbox,
+    "websocket": scenario_websocket,
 }
 
 
@@ -765,7 +871,7 @@ def run_benchmarks(cfg: Config, log: Log) -> dict[str, Any]:
         for scenario in cfg.scenarios:
             log(f"scenario {scenario}")
             t0 = time.perf_counter()
-            if scenario in ("concurrency", "idle", "sandbox"):
+            if scenario in ("concurrency", "idle", "sandbox", "websocket"):
                 pool.close()  # nothing else should hold the CPU or memory now
             doc["scenarios"][scenario] = _RUNNERS[scenario](cfg, log, pool)
             doc["scenarios"][scenario]["seconds"] = round(time.perf_counter() - t0, 1)

@@ -121,6 +121,8 @@ def _header(doc: dict[str, Any]) -> list[str]:
             "measured in this one invocation."
             if _systems_ran(doc)
             else f"figures are medians of {cfg['runs']} runs with min – max; ratios divide medians measured in this one invocation."
+            if "sandbox" in doc["scenarios"]
+            else "ratios divide medians measured in this one invocation."
         )
         + (
             " The sandbox scenario runs in a subprocess of its own (`python -m benchmarks.bench_sandbox`, no "
@@ -129,15 +131,27 @@ def _header(doc: dict[str, Any]) -> list[str]:
             if "sandbox" in doc["scenarios"]
             else ""
         )
+        + (
+            " The WebSocket scenario runs in a subprocess of its own (`python -m benchmarks.bench_ws`, which "
+            "starts scripted servers of its own, a fresh one per run): the transports alternate over "
+            f"{doc['scenarios']['websocket']['params']['runs']} runs, its figures are medians (no spread), and CPU "
+            "there is its `time.process_time()`."
+            if "websocket" in doc["scenarios"]
+            else ""
+        )
         + f" Took {doc.get('seconds', '?')} s."
     )
     add("")
     return lines
 
 
+_SUBPROCESS_SCENARIOS = ("sandbox", "websocket")
+"""The scenarios that compare no systems: each runs a module of its own in a subprocess."""
+
+
 def _systems_ran(doc: dict[str, Any]) -> bool:
-    """Whether a scenario that compares systems (all but ``sandbox``) ran."""
-    return any(key != "sandbox" for key in doc["scenarios"])
+    """Whether a scenario that compares systems (all but ``sandbox`` and ``websocket``) ran."""
+    return any(key not in _SUBPROCESS_SCENARIOS for key in doc["scenarios"])
 
 
 def _targets_section(doc: dict[str, Any]) -> list[str]:
@@ -383,6 +397,82 @@ def _sandbox_section(doc: dict[str, Any], sb: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _websocket_section(doc: dict[str, Any], ws: dict[str, Any]) -> list[str]:
+    p = ws["params"]
+    res = ws["results"]
+    ratios = ws.get("ratios", {})
+    lines = [
+        f"## 6. WebSocket vs HTTP — one session, {p['calls']} sequential tool calls, then {p['deltas']:,} "
+        f"streamed deltas; {p['runs']} runs per transport",
+        "",
+        f"The kernel over each of its transports against the scripted server: the model calls one tool {p['calls']} "
+        f"times in a row, each output {p['output_kib']} KiB, so the history grows to "
+        f"~{p['calls'] * p['output_kib'] * 1024 / 1000:,.0f} KB by the last request. Over HTTP every request's body "
+        "carries the whole history; over WebSocket a follow-up is a `response.create` frame with "
+        "`previous_response_id` and only the new items (an incremental request). KiB sent per follow-up: the mean "
+        "over the requests after the first (the HTTP body, the WebSocket frame). Client CPU per request: the "
+        "turn's `time.process_time()` ÷ its requests (the tool calls and the first request included; the "
+        "scripted server runs in a process of its own). Wall: the whole turn. Streaming: client CPU per text "
+        f"delta of one {p['deltas']:,}-delta response, after a warm-up turn. Measured in a subprocess of its own "
+        "(`python -m benchmarks.bench_ws`), the transports alternating, a fresh server per run; figures are "
+        "medians over the runs (bench_ws keeps no spread).",
+        "",
+        *_table(
+            [
+                "transport",
+                "requests",
+                "incremental requests",
+                "KiB sent per follow-up",
+                "client CPU ms/request",
+                "wall ms/turn",
+                "streaming CPU µs/delta",
+            ]
+        ),
+    ]
+    for name, e in res.items():
+        label = e.get("label", name)
+        if e["status"] != "ok":
+            lines.append(f"| {label} | {e['status']} |" + " |" * 5)
+            continue
+        lines.append(
+            _row(
+                [
+                    label,
+                    str(e["requests"]),
+                    str(e["incremental_requests"]),
+                    _fmt(e["bytes_per_follow_up"] / 1024),
+                    _fmt(e["cpu_ms_per_request"]),
+                    _fmt(e["wall_ms_per_turn"]),
+                    _fmt(e.get("streaming_us_per_delta")),
+                ]
+            )
+        )
+    if any(ratios.get(k) is not None for k in ("bytes_per_request", "cpu_per_request", "wall_per_turn")):
+        lines.append(
+            _row(
+                [
+                    "WebSocket ÷ HTTP",
+                    "",
+                    "",
+                    _ratio(ratios.get("bytes_per_request")),
+                    _ratio(ratios.get("cpu_per_request")),
+                    _ratio(ratios.get("wall_per_turn")),
+                    _ratio(ratios.get("streaming_cpu_per_delta")),
+                ]
+            )
+        )
+    sizes = [
+        f"{e.get('label', name)} {_fmt(e['bytes_first_request'] / 1024)} KiB first, "
+        f"{_fmt(e['bytes_last_request'] / 1024)} KiB last"
+        for name, e in res.items()
+        if e["status"] == "ok"
+    ]
+    if sizes:
+        lines.append("\nRequest sizes: " + "; ".join(sizes) + ".")
+    lines += [f"\n{_load_line(ws)}", ""]
+    return lines
+
+
 def _systems_section(doc: dict[str, Any]) -> list[str]:
     lines = ["## Systems", "", *_table(["system", "status", "how it is driven", "versions"])]
     for name in _ordered(doc["systems"]):
@@ -407,6 +497,7 @@ _SECTIONS: tuple[tuple[str, Callable[[dict[str, Any], dict[str, Any]], list[str]
     ("concurrency", _concurrency_section),
     ("idle", _idle_section),
     ("sandbox", _sandbox_section),
+    ("websocket", _websocket_section),
 )
 
 

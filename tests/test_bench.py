@@ -1,5 +1,6 @@
 """The benchmark harness runs end to end (``python -m benchmarks --quick``) and writes its three
-files. Only the shape is checked, never the figures: a shared CI machine makes numbers noise.
+files. Only the shape is checked, never the timings: a shared CI machine makes them noise (byte
+counts, which do not depend on the machine, are checked).
 
 Peers and matplotlib come with the ``bench`` extra; without them the peers are reported as
 skipped and ``report.png`` is a placeholder, and this test passes the same.
@@ -39,7 +40,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_results_json(quick_run: Path) -> None:
     doc = json.loads((quick_run / "results.json").read_text())
     assert doc["config"]["quick"] is True
-    assert set(doc["scenarios"]) == {"streaming", "tool_turn", "concurrency", "idle", "sandbox"}
+    assert set(doc["scenarios"]) == {"streaming", "tool_turn", "concurrency", "idle", "sandbox", "websocket"}
     machine = doc["environment"]["machine"]
     assert machine["logical_cpus"] and machine["cpu_model"]
     assert doc["environment"]["python"] and doc["environment"]["packages"]["trio"]
@@ -68,6 +69,27 @@ def test_results_json(quick_run: Path) -> None:
         assert entry["status"] == "ok" or entry["status"].startswith(("unavailable: ", "failed: "))
         if entry["status"] == "ok":
             assert entry["cpu_ms"]["median"] > 0 and sandbox["ratios"][f"{name}_wall_to_none"] > 0
+    websocket = doc["scenarios"]["websocket"]
+    assert websocket["params"]["calls"] == doc["config"]["ws_calls"] == 50  # --quick keeps the 50 calls
+    assert websocket["params"]["runs"] == doc["config"]["ws_runs"] == 2
+    assert websocket["params"]["deltas"] == doc["config"]["ws_deltas"] == 5_000
+    ws_results = websocket["results"]
+    assert set(ws_results) == {"http", "websocket"}
+    for name, entry in ws_results.items():  # the kernel's own transports: they always run
+        assert entry["status"] == "ok", (name, entry["status"])
+        assert entry["requests"] == 51
+        assert entry["bytes_per_follow_up"] > 0 and entry["cpu_ms_per_request"] > 0
+        assert entry["wall_ms_per_turn"] > 0 and entry["streaming_us_per_delta"] > 0
+    assert ws_results["http"]["incremental_requests"] == 0
+    assert ws_results["websocket"]["incremental_requests"] == ws_results["websocket"]["requests"] - 1
+    # HTTP re-sends the ~200 KB history; WebSocket sends the new items (figures are noise, sizes are not)
+    assert ws_results["http"]["bytes_last_request"] > 200 * 1024
+    assert 0 < websocket["ratios"]["bytes_per_request"] < 0.2
+    assert websocket["ratios"]["cpu_per_request"] > 0 and websocket["ratios"]["streaming_cpu_per_delta"] > 0
+    assert websocket["bench_ws"]["calls"] == 50  # bench_ws's own JSON, kept
+    ws_targets = {t["target"]: t for t in doc["targets"] if t["target"].startswith("websocket: ")}
+    assert len(ws_targets) == 3
+    assert all(t["value"] is not None and t["value"] > 0 for t in ws_targets.values())
     assert {t["verdict"] for t in doc["targets"]} <= {
         "met",
         "missed",
@@ -89,9 +111,11 @@ def test_report_md(quick_run: Path) -> None:
         "## 3. Concurrency",
         "## 4. Idle memory",
         "## 5. Sandbox cost",
+        "## 6. WebSocket vs HTTP",
     ):
         assert heading in text
     assert "Load average" in text and "Machine" in text
+    assert "| WebSocket | 51 | 50 |" in text and "| HTTP + SSE | 51 | 0 |" in text
 
 
 def test_report_png(quick_run: Path) -> None:
@@ -147,6 +171,47 @@ def test_bench_sandbox_reports_an_unavailable_backend(monkeypatch: pytest.Monkey
     assert doc["ratios"]["landlock_wall_to_none"] is None and doc["ratios"]["landlock_cpu_to_none"] is None
     assert doc["results"]["none"]["status"] == "ok" and doc["results"]["none"]["wall_ms"]["n"] == 1
     assert any("landlock: unavailable: no Landlock in this test" in line for line in bench_sandbox.summary_lines(doc))
+
+
+def test_websocket_failure_document(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """When ``bench_ws`` gives no JSON (it failed or ran out of time), both transports are
+    reported failed with why, the targets say why they have no value, and the report renders."""
+    import dataclasses
+
+    from benchmarks import harness
+    from benchmarks._targets import targets
+    from benchmarks.report import write_markdown
+
+    calls: list[tuple[str, list[str], float]] = []
+
+    def run(module: str, args: list[str], limit: float, log: object) -> tuple[None, str]:
+        calls.append((module, args, limit))
+        return None, "no result within 240 s"
+
+    monkeypatch.setattr(harness, "_run_bench_module", run)
+    cfg = dataclasses.replace(harness.QUICK, scenarios=("websocket",))
+    scenario = harness.scenario_websocket(cfg, lambda _m: None, harness.Pool(cfg.timeout))
+    assert calls == [
+        ("benchmarks.bench_ws", ["--calls", "50", "--output-kib", "4", "--deltas", "5000", "--runs", "2"], 240.0)
+    ]
+    assert {e["status"] for e in scenario["results"].values()} == {"failed: no result within 240 s"}
+    assert set(scenario["ratios"].values()) == {None} and scenario["bench_ws"] is None
+    found = targets({"websocket": scenario}, cfg)
+    assert [t["verdict"] for t in found] == ["n/a (not measured)"] * 3
+    assert found[0]["not_measured"] == "http failed: no result within 240 s; websocket failed: no result within 240 s"
+    doc = {
+        "date": "today",
+        "argv": ["x", "--only", "websocket"],
+        "config": dataclasses.asdict(cfg),
+        "environment": harness.environment(),
+        "load_avg": {"start": [0, 0, 0], "end": [0, 0, 0]},
+        "systems": {},
+        "scenarios": {"websocket": scenario},
+        "targets": found,
+    }
+    write_markdown(doc, tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    assert "| WebSocket | failed: no result within 240 s |" in text and "## Systems" not in text
 
 
 def test_placeholder_png_without_matplotlib(tmp_path: Path) -> None:
