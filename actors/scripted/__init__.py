@@ -4,9 +4,9 @@ with fault injection.
 
 Layout: ``_script`` holds the values (items, faults, replies, the script and its JSON loader),
 ``_render`` turns a reply into SSE bytes once per protocol, ``_server`` is the h11-on-Trio server,
-``_ws`` its WebSocket mode (wsproto, on the same port).
-This file re-exports every public name. Run it as a process with
-``python -m actors.scripted --port P --script FILE.json``.
+``_ws`` its WebSocket mode (wsproto, on the same port), ``_compact`` the context-window estimate
+and compaction. This file re-exports every public name. Run it as a process with
+``python -m actors.scripted --port P --script FILE.json [--context-window N] [--no-compact]``.
 
 Usage::
 
@@ -69,13 +69,59 @@ Or route with a callable: ``open_scripted_server(router)`` where ``router(reques
 path, headers with secrets redacted, parsed JSON ``body``, ``session`` key) and returns the reply
 to serve; an exception it raises is answered with HTTP 500 naming it.
 
+Context window and compaction (PROTOCOL §6)::
+
+    async with open_scripted_server(script, context_window=2000) as server:
+        ...
+        server.window_refusals                  # requests refused for the window
+        server.requests[-1].window_refused, server.requests[-1].input_tokens
+
+``context_window=N`` refuses a streaming request (HTTP POST on either endpoint, WebSocket
+``response.create``) whose input is estimated above ``N`` tokens, as the real services refuse it,
+and consumes no reply: Responses answers HTTP 400 ``{"error": {"message": WINDOW_MESSAGE, "type":
+"invalid_request_error", "param": "input", "code": "context_length_exceeded"}}`` (WebSocket: that
+error in an error frame with ``"status": 400``), Chat Completions HTTP 400 ``"This model's maximum
+context length is N tokens. However, your messages resulted in M tokens. ..."`` (same code, param
+``messages``). The estimate is :func:`estimate_tokens` (``actors/scripted/_compact.py``): the bytes
+of the compact JSON of the input items (a string input is one user message; Chat: the
+``messages``) plus those of the JSON of ``instructions``, divided by 4 and rounded up; on
+WebSocket the full reconstructed input (remembered chain + the frame's ``input``) counts. A
+compaction item counts small (its ``encrypted_content`` length), and stands for what it
+summarised: only the user messages before the latest one count. ``RecordedRequest.input_tokens``
+holds each request's estimate. With a window, a reply that sets no usage (``Usage()``) reports
+the estimate as ``usage.input_tokens`` (``prompt_tokens`` on Chat); ``estimate_usage=True`` /
+``False`` turns that on or off regardless of the window.
+
+``POST /v1/responses/compact`` (body ``{"model", "input", "instructions"?}``, no ``stream``)
+answers 200 JSON ``{"id": "cmp_resp_1", "object": "response.compaction", "created_at", "output":
+[<the input's user messages, verbatim>, {"type": "compaction", "id": "cmp_<digest>",
+"encrypted_content": "<base64>"}], "usage": {...input_tokens: the estimate...}}`` and consumes no
+reply; send its ``output`` as the start of the next input (the compaction item round-trips
+byte-for-byte and counts small). ``compact=False`` answers it 404 (an endpoint without it);
+``compact_errors=[HttpError.server_error(), None, ...]`` answers the compact requests in order
+(``None``: serve that one). Counters: ``server.compact_requests`` (all, 404 included),
+``server.compactions`` (answered 200); recorded with ``endpoint == "compact"``.
+
+Server-side compaction: a Responses request with ``"context_management": [{"type":
+"compaction", "compact_threshold": T}]`` (no threshold: the context window) whose estimate is
+above ``T`` gets a compaction item of its input (``response.output_item.added`` / ``.done`` at
+output index 0, and first in ``response.completed``'s output) before the reply's own items (whose
+ids do not change); the window then applies to the compacted input (user messages + the item),
+and ``server.server_compactions`` counts it. A malformed ``context_management`` is answered 400.
+
 JSON script format (``Script.from_json(obj_or_path)``; unknown keys are errors)::
 
     {
       "model": "scripted-model",      # optional: the model name in every response
       "cycle": false,                 # optional: start over when the replies run out
       "default": <reply>,             # optional: served after the replies run out
-      "replies": [<reply>, ...]
+      "replies": [<reply>, ...],
+      # optional server options (ServerOptions, ``script.server``; open_scripted_server's
+      # arguments of the same names override them):
+      "context_window": 8000,         # tokens; null: no limit (CLI: --context-window N)
+      "estimate_usage": true,         # report the estimate as usage (default: with a window)
+      "compact": true,                # serve POST /v1/responses/compact (CLI: --no-compact)
+      "compact_errors": [<fault>, null, ...]   # HTTP error faults answering compact requests
     }
 
 A bare list is shorthand for ``{"replies": [...]}``. The keyed form (``load_script(obj_or_path)``
@@ -84,7 +130,8 @@ each conversation key to a script in the form above::
 
     {
       "sessions": {"alice": {"replies": [...], "cycle": false}, "bob": ["Hi Bob"]},
-      "header": "X-Session-Id"        # optional: the request header carrying the key
+      "header": "X-Session-Id",       # optional: the request header carrying the key
+      "context_window": 8000          # optional server options, as above (top level only)
     }
 
 A ``<reply>`` is a string (one text item) or an object, every key optional::
@@ -149,6 +196,12 @@ as function calls), reasoning as ``delta.reasoning_content``, ``finish_reason`` 
 ``data: {"error": ...}`` chunk without ``[DONE]``.
 """
 
+from ._compact import (
+    WINDOW_MESSAGE as WINDOW_MESSAGE,
+    compaction_item as compaction_item,
+    estimate_tokens as estimate_tokens,
+    is_compaction as is_compaction,
+)
 from ._script import (
     SESSION_HEADER as SESSION_HEADER,
     CustomToolCall as CustomToolCall,
@@ -167,6 +220,7 @@ from ._script import (
     Reply as Reply,
     Script as Script,
     ScriptError as ScriptError,
+    ServerOptions as ServerOptions,
     SessionScripts as SessionScripts,
     Stall as Stall,
     Text as Text,
@@ -206,6 +260,7 @@ __all__ = [
     "Reply",
     "Script",
     "ScriptError",
+    "ServerOptions",
     "SessionScripts",
     "SESSION_HEADER",
     "load_script",
@@ -215,4 +270,8 @@ __all__ = [
     "ScriptedServer",
     "open_scripted_server",
     "REDACTED",
+    "estimate_tokens",
+    "compaction_item",
+    "is_compaction",
+    "WINDOW_MESSAGE",
 ]

@@ -554,16 +554,50 @@ def _to_replies(values: Iterable[Reply | str]) -> tuple[Reply, ...]:
 DEFAULT_REPLY = Reply(items=[Text("Done.")])
 
 
+def _to_compact_errors(values: Iterable[HttpError | None]) -> tuple[HttpError | None, ...]:
+    out = tuple(values)
+    for i, value in enumerate(out):
+        if value is not None and not isinstance(value, HttpError):
+            raise ScriptError(f"compact_errors[{i}]: expected an HttpError or None, got {value!r}")
+    return out
+
+
+def _context_window(_inst: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ScriptError(f"{attribute.name} must be a positive number of tokens or None, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ServerOptions:
+    """Server-wide options a script can carry (the JSON script's top-level keys of the same
+    names); an ``open_scripted_server`` argument of the same name overrides each one.
+
+    ``context_window`` (tokens, ``None``: no limit) refuses a streaming request whose estimated
+    input (:func:`actors.scripted.estimate_tokens`) is above it with HTTP 400
+    ``context_length_exceeded``, without consuming a reply. ``estimate_usage`` reports the
+    estimate as ``usage.input_tokens`` of replies that set no usage (``None``: when
+    ``context_window`` is set). ``compact`` serves ``POST /v1/responses/compact`` (``False``: 404,
+    as an endpoint without it). ``compact_errors`` answer the compact requests in order (one each;
+    ``None``: serve that one), before they succeed."""
+
+    context_window: int | None = attrs.field(default=None, validator=_context_window)
+    estimate_usage: bool | None = None
+    compact: bool = True
+    compact_errors: tuple[HttpError | None, ...] = attrs.field(default=(), converter=_to_compact_errors)
+
+
 @attrs.frozen
 class Script:
     """The replies a scripted server gives, in order: each streaming POST consumes the next
     one. When they run out the server answers ``default`` (assistant text ``"Done."``), or
-    starts over when ``cycle`` is true. ``model`` names the model in every response."""
+    starts over when ``cycle`` is true. ``model`` names the model in every response. ``server``
+    holds server-wide options (:class:`ServerOptions`: context window, compaction endpoint)."""
 
     replies: tuple[Reply, ...] = attrs.field(default=(), converter=_to_replies)
     cycle: bool = attrs.field(default=False, kw_only=True)
     default: Reply = attrs.field(default=DEFAULT_REPLY, kw_only=True)
     model: str = attrs.field(default="scripted-model", kw_only=True)
+    server: ServerOptions = attrs.field(factory=ServerOptions, kw_only=True)
 
     @classmethod
     def from_json(cls, source: Any) -> Script:
@@ -625,10 +659,12 @@ class SessionScripts:
     The server takes a request's key from the ``header`` (stored lower-case; default
     ``x-session-id``), else from the JSON body's ``prompt_cache_key``, else its ``user``
     (both endpoints). A request without a key gets HTTP 400, one whose key has no script HTTP
-    404; both error messages name the key and the known keys."""
+    404; both error messages name the key and the known keys. ``server`` holds the server-wide
+    options (:class:`ServerOptions`; the scripts' own ``server`` options are not read)."""
 
     scripts: Mapping[str, Script] = attrs.field(converter=_to_scripts)
     header: str = attrs.field(default=SESSION_HEADER, kw_only=True, converter=_header_name)
+    server: ServerOptions = attrs.field(factory=ServerOptions, kw_only=True)
 
     @classmethod
     def from_json(cls, source: Any) -> SessionScripts:
@@ -810,6 +846,32 @@ def _load_reply(obj: Any, where: str) -> Reply:
     return reply
 
 
+_SERVER_KEYS = ("context_window", "estimate_usage", "compact", "compact_errors")
+
+
+def _load_server_options(data: dict[str, Any], where: str) -> ServerOptions:
+    """Pop the server options' keys out of a top-level script object."""
+    options = {key: data.pop(key) for key in _SERVER_KEYS if key in data}
+    for key in ("estimate_usage", "compact"):
+        value = options.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise ScriptError(f"{where}.{key}: expected true or false, got {value!r}")
+    if "compact_errors" in options:
+        raw = options["compact_errors"]
+        if not isinstance(raw, list):
+            raise ScriptError(f"{where}.compact_errors: expected a list, got {type(raw).__name__}")
+        errors: list[HttpError | None] = []
+        for i, entry in enumerate(raw):
+            at = f"{where}.compact_errors[{i}]"
+            fault = None if entry is None else _load_tagged(entry, at, "kind", _FAULT_KEYS)
+            if fault is not None and not isinstance(fault, HttpError):
+                raise ScriptError(f"{at}: a compact error must be an HTTP error fault, got kind {entry.get('kind')!r}")
+            errors.append(fault)
+        options["compact_errors"] = errors
+    result: ServerOptions = _build(where, ServerOptions, options)
+    return result
+
+
 def _load_script(obj: Any, where: str = "script") -> Script:
     if isinstance(obj, list):
         obj = {"replies": obj}
@@ -818,7 +880,14 @@ def _load_script(obj: Any, where: str = "script") -> Script:
             'script: a keyed {"sessions": ...} script is not a Script: load it with '
             "actors.scripted.load_script or SessionScripts.from_json"
         )
-    data = _fields(obj, where, (), ("replies", "cycle", "default", "model"))
+    if where == "script":
+        data = _fields(obj, where, (), ("replies", "cycle", "default", "model", *_SERVER_KEYS))
+        data["server"] = _load_server_options(data, where)
+    else:
+        misplaced = sorted(set(obj) & set(_SERVER_KEYS)) if isinstance(obj, Mapping) else []
+        if misplaced:
+            raise ScriptError(f"{where}: {misplaced} are server options: put them at the top level of the script")
+        data = _fields(obj, where, (), ("replies", "cycle", "default", "model"))
     prefix = "" if where == "script" else f"{where}."
     replies = data.get("replies", [])
     if not isinstance(replies, list):
@@ -831,7 +900,8 @@ def _load_script(obj: Any, where: str = "script") -> Script:
 
 
 def _load_sessions(obj: Any) -> SessionScripts:
-    data = _fields(obj, "script", ("sessions",), ("header",))
+    data = _fields(obj, "script", ("sessions",), ("header", *_SERVER_KEYS))
+    server = _load_server_options(data, "script")
     sessions = _expect_mapping(data["sessions"], "script.sessions")
     if not sessions:
         raise ScriptError("script.sessions: no sessions: give at least one key and its script")
@@ -841,5 +911,5 @@ def _load_sessions(obj: Any) -> SessionScripts:
             raise ScriptError("script.sessions: a session key must be a non-empty string")
         scripts[key] = _load_script(value, f"sessions[{key!r}]")
     kwargs: dict[str, Any] = {"header": data["header"]} if "header" in data else {}
-    result: SessionScripts = _build("script", SessionScripts, {"scripts": scripts, **kwargs})
+    result: SessionScripts = _build("script", SessionScripts, {"scripts": scripts, "server": server, **kwargs})
     return result

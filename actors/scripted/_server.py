@@ -9,6 +9,7 @@ websocket`` is handed to ``_ws`` (Responses WebSocket mode) on the same connecti
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,6 +20,15 @@ import h11
 import msgspec
 import trio
 
+from ._compact import (
+    compact_output,
+    compaction_item,
+    compaction_threshold,
+    estimate_tokens,
+    input_items,
+    window_refusal,
+    with_compaction,
+)
 from ._render import Rendered, malformed_event, render_chat, render_responses
 from ._script import (
     SESSION_BODY_FIELDS,
@@ -28,9 +38,11 @@ from ._script import (
     RefuseUpgrade,
     Reply,
     Script,
+    ServerOptions,
     SessionScripts,
     Stall,
     Text,
+    Usage,
     WebSocketClose,
 )
 
@@ -45,9 +57,11 @@ _SECRET_HEADERS = frozenset(
 _RECEIVE_SIZE = 65536
 _SERVER_HEADER = b"scripted-model-server"
 
-Endpoint = Literal["responses", "chat"]
+Endpoint = Literal["responses", "chat", "compact"]
 Transport = Literal["http", "websocket"]
 _RESPONSES_PATHS = ("/v1/responses", "/responses")
+_COMPACT_PATHS = ("/v1/responses/compact", "/responses/compact")
+_UNSET_USAGE = Usage()
 
 
 def _redact(name: str, value: str) -> str:
@@ -67,8 +81,8 @@ class RecordedRequest:
     ``headers`` have lower-case names (repeated headers joined with ``", "``) and secret values
     (``Authorization``, API-key and cookie headers) replaced by :data:`REDACTED` — the scheme of
     an ``Authorization`` value is kept (``"Bearer [REDACTED]"``). ``body`` is the parsed JSON
-    body (``None`` when absent or not JSON). ``endpoint`` is ``"responses"``, ``"chat"`` or
-    ``None`` (unknown path); ``reply_index`` is the script position of the reply served (``None``
+    body (``None`` when absent or not JSON). ``endpoint`` is ``"responses"``, ``"chat"``,
+    ``"compact"`` (``POST /v1/responses/compact``) or ``None`` (unknown path); ``reply_index`` is the script position of the reply served (``None``
     when the default reply was served, no reply was consumed or a router chose it).
     ``session`` is the request's conversation key (the session header, else the body's
     ``prompt_cache_key``, else its ``user``; ``None`` when it has none).
@@ -81,6 +95,12 @@ class RecordedRequest:
     its output) followed by the frame's ``input`` when it continues ``previous_response_id``, so
     an incremental request can be compared with the full one. ``None`` on Chat Completions and for
     a request that was refused before its input was read.
+
+    ``input_tokens`` is the server's estimate of the input as sent
+    (:func:`~actors.scripted.estimate_tokens` of the ``input`` and ``instructions``, on WebSocket of
+    ``full_input``; of the ``messages`` on Chat Completions), ``None`` when the request was refused
+    before its input was read. ``window_refused`` is true when the request was refused with
+    ``context_length_exceeded`` for the server's ``context_window`` (no reply consumed).
     """
 
     method: str
@@ -92,6 +112,8 @@ class RecordedRequest:
     session: str | None = None
     transport: Transport = "http"
     full_input: list[Any] | None = None
+    input_tokens: int | None = None
+    window_refused: bool = False
 
 
 Router = Callable[[RecordedRequest], "Reply | str"]
@@ -104,12 +126,28 @@ request as a :class:`RecordedRequest` (secrets redacted, ``reply_index`` ``None`
 
 @attrs.frozen
 class _Selected:
-    """The reply chosen for a request: its script index (``-1``: default or routed), the reply
-    and the render cache's session key."""
+    """The reply chosen for a request: its script index (``-1``: default or routed), the reply,
+    the render cache's session key, the input's estimate (after a server-side compaction) and the
+    server-side compaction item to send first, if any."""
 
     index: int
     reply: Reply
     cache_session: str | None
+    input_tokens: int | None = None
+    compaction: dict[str, Any] | None = None
+
+
+@attrs.frozen
+class _Plan:
+    """What the window and ``context_management`` make of a streaming request: the estimate of
+    the input as sent, the server-side compaction item (if the input passed the threshold), the
+    estimate after it, and the error to refuse the request with."""
+
+    estimate: int
+    compaction: dict[str, Any] | None = None
+    effective: int = 0
+    error: HttpError | None = None
+    window_refused: bool = False
 
 
 @attrs.define(eq=False)
@@ -152,6 +190,26 @@ class ScriptedServer:
     upgrades_refused: int = 0
     """How many WebSocket upgrades were answered with an HTTP error instead (the ``websocket``
     option, a :class:`RefuseUpgrade` reply or a malformed handshake)."""
+    context_window: int | None = None
+    """Tokens (estimated, :func:`~actors.scripted.estimate_tokens`) a streaming request's input may
+    hold: a request above it is refused with HTTP 400 ``context_length_exceeded`` (on WebSocket an
+    error frame with status 400) and consumes no reply. ``None``: no limit."""
+    estimate_usage: bool = False
+    """Whether a reply that sets no usage (``Usage()``) reports the input's estimate as
+    ``usage.input_tokens`` (and ``prompt_tokens`` on Chat Completions)."""
+    compact: bool = True
+    """Whether ``POST /v1/responses/compact`` is served (``False``: 404, like an unknown path)."""
+    compact_errors: tuple[HttpError | None, ...] = ()
+    """Errors answering the compact requests in order, one each (``None``: serve that one)."""
+    window_refusals: int = 0
+    """How many streaming requests were refused for the context window."""
+    compact_requests: int = 0
+    """How many requests reached ``/v1/responses/compact`` (any answer, 404 included)."""
+    compactions: int = 0
+    """How many compact requests were answered 200 with a compaction."""
+    server_compactions: int = 0
+    """How many responses carried a server-side compaction item (``context_management``)."""
+    _compact_cursor: int = 0
     _cache: dict[tuple[str | None, int, str, bool], Rendered] = attrs.field(factory=dict)
     _warmups: int = 0
 
@@ -186,13 +244,13 @@ class ScriptedServer:
         key = (session, index, endpoint, usage)
         rendered = self._cache.get(key)
         if rendered is None:
-            script = self.script if session is None or self.sessions is None else self.sessions.scripts[session]
-            tag = str(index) if index >= 0 else "default"
-            if session is not None:
-                tag = f"{session}_{tag}"
-            rendered = _render(reply, endpoint, tag=tag, model=script.model, usage=usage)
+            rendered = _render(reply, endpoint, tag=_tag(index, session), model=self._model(session), usage=usage)
             self._cache[key] = rendered
         return rendered
+
+    def _model(self, session: str | None) -> str:
+        script = self.script if session is None or self.sessions is None else self.sessions.scripts[session]
+        return script.model
 
     def _session_key(self, incoming: _Incoming) -> str | None:
         header = self.sessions.header if self.sessions is not None else "x-session-id"
@@ -298,6 +356,8 @@ class ScriptedServer:
     async def _respond(self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, raw: bytes) -> bool:
         """Answer one request; returns whether the connection may be reused."""
         incoming = _Incoming.parse(request, raw)
+        if incoming.endpoint == "compact":
+            return await self._compact(stream, conn, incoming)
         problem = incoming.refusal()
         if problem is not None:
             self._record(incoming, None)
@@ -328,6 +388,14 @@ class ScriptedServer:
         returns the error to answer with when there is no reply for it (session or router
         problems)."""
         session = self._session_key(incoming)
+        plan = self._plan(incoming)
+        incoming = attrs.evolve(incoming, input_tokens=plan.estimate)
+        if plan.error is not None:
+            # refused before a reply is chosen: nothing consumed, the router not called
+            if plan.window_refused:
+                self.window_refusals += 1
+            self._record(incoming, None, session, window_refused=plan.window_refused)
+            return plan.error
         if self.sessions is None and self.router is None:
             index, reply = self._next_reply()
             cache_session: str | None = None
@@ -338,14 +406,108 @@ class ScriptedServer:
                 return chosen
             index, reply, cache_session = chosen
         self._record(incoming, index if index >= 0 else None, session)
-        return _Selected(index, reply, cache_session)
+        return _Selected(index, reply, cache_session, plan.effective, plan.compaction)
+
+    def _plan(self, incoming: _Incoming) -> _Plan:
+        """Measure a streaming request against ``context_management`` and the context window."""
+        body = incoming.body
+        assert isinstance(body, dict)
+        threshold: int | None | HttpError = None
+        items: list[Any] = []
+        if incoming.endpoint == "chat":
+            estimate = estimate_tokens(body.get("messages"))
+        else:
+            items = incoming.full_input if incoming.full_input is not None else input_items(body.get("input"))
+            estimate = estimate_tokens(items, body.get("instructions"))
+            threshold = compaction_threshold(body, self.context_window)
+        if isinstance(threshold, HttpError):
+            return _Plan(estimate, effective=estimate, error=threshold)
+        compaction: dict[str, Any] | None = None
+        effective = estimate
+        if threshold is not None and estimate > threshold:
+            # the service compacts before sampling: the window applies to the compacted input
+            compaction = compaction_item(items)
+            effective = estimate_tokens([*items, compaction], body.get("instructions"))
+        window = self.context_window
+        if window is not None and effective > window:
+            assert incoming.endpoint is not None
+            error = window_refusal(incoming.endpoint, window, effective)
+            return _Plan(estimate, effective=effective, error=error, window_refused=True)
+        return _Plan(estimate, compaction, effective)
 
     def _render_selected(self, selected: _Selected, endpoint: Endpoint, include_usage: bool) -> Rendered:
-        if self.router is not None:
-            # a router's replies are new objects: render each one (tagged by the request count)
-            tag = f"r{self.replies_served}"
-            return _render(selected.reply, endpoint, tag=tag, model=self.script.model, usage=include_usage)
-        return self._rendered(selected.index, selected.reply, endpoint, include_usage, selected.cache_session)
+        reply = selected.reply
+        routed = self.router is not None
+        # a router's replies are new objects: render each one (tagged by the request count)
+        tag = f"r{self.replies_served}" if routed else _tag(selected.index, selected.cache_session)
+        usage_input: int | None = None
+        if self.estimate_usage and selected.input_tokens is not None and reply.usage == _UNSET_USAGE:
+            usage_input = selected.input_tokens
+        if selected.compaction is not None or usage_input is not None:
+            # a per-request variant of the reply: rendered for this request only
+            if selected.compaction is not None:
+                self.server_compactions += 1
+            reply = with_compaction(reply, selected.compaction, tag, usage_input)
+        elif not routed:
+            return self._rendered(selected.index, reply, endpoint, include_usage, selected.cache_session)
+        model = self.script.model if routed else self._model(selected.cache_session)
+        return _render(reply, endpoint, tag=tag, model=model, usage=include_usage)
+
+    # ---- /v1/responses/compact ---------------------------------------------------------------
+
+    async def _compact(self, stream: trio.SocketStream, conn: h11.Connection, incoming: _Incoming) -> bool:
+        """Answer ``POST /v1/responses/compact`` (PROTOCOL §6): 200 JSON, not streamed."""
+        self.compact_requests += 1
+        session = self._session_key(incoming)
+        problem = incoming.refusal() if self.compact else _no_route(incoming)
+        body = incoming.body
+        if problem is None and incoming.full_input is None:
+            problem = HttpError(
+                status=400,
+                message=f"input must be a string or an array of items, got {type(body['input']).__name__}",
+                type="invalid_request_error",
+                code="invalid_type",
+                error_fields={"param": "input"},
+            )
+        if problem is not None:
+            self._record(incoming, None, session)
+            await _send_error(stream, conn, problem, {})
+            return True
+        items = incoming.full_input or []
+        estimate = estimate_tokens(items, body.get("instructions"))
+        self._record(attrs.evolve(incoming, input_tokens=estimate), None, session)
+        n = self._compact_cursor
+        self._compact_cursor += 1
+        if n < len(self.compact_errors):
+            error = self.compact_errors[n]
+            if error is not None:
+                await _send_error(stream, conn, error, {})
+                return True
+        self.compactions += 1
+        output = compact_output(items)
+        content = output[-1]["encrypted_content"]
+        usage = Usage(input_tokens=estimate, output_tokens=-(-len(content) // 4))
+        answer = {
+            "id": f"cmp_resp_{self.compactions}",
+            "object": "response.compaction",
+            "created_at": int(time.time()),
+            "output": output,
+            "usage": usage.to_responses(),
+        }
+        payload = msgspec.json.encode(answer)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"server", _SERVER_HEADER),
+            (b"x-request-id", f"req_cmp_{self.compact_requests}".encode()),
+        ]
+        out = [
+            conn.send(h11.Response(status_code=200, headers=headers)),
+            conn.send(h11.Data(data=payload)),
+            conn.send(h11.EndOfMessage()),
+        ]
+        await stream.send_all(b"".join(b for b in out if b is not None))
+        return True
 
     def _take_refusal(self, headers: Mapping[str, str]) -> RefuseUpgrade | None:
         """The refusal for a WebSocket upgrade, if any: the ``websocket`` option, else a
@@ -375,9 +537,11 @@ class ScriptedServer:
             self.replies_served += 1
         return refusal
 
-    def _record(self, incoming: _Incoming, reply_index: int | None, session: str | None = None) -> None:
+    def _record(
+        self, incoming: _Incoming, reply_index: int | None, session: str | None = None, *, window_refused: bool = False
+    ) -> None:
         if self.record_requests:
-            self.requests.append(incoming.record(reply_index, session))
+            self.requests.append(incoming.record(reply_index, session, window_refused=window_refused))
 
     async def _stream(
         self, stream: trio.SocketStream, conn: h11.Connection, reply: Reply, rendered: Rendered, named_events: bool
@@ -425,6 +589,7 @@ class _Incoming:
     endpoint: Endpoint | None
     transport: Transport = "http"
     full_input: list[Any] | None = None
+    input_tokens: int | None = None
 
     @classmethod
     def parse(cls, request: h11.Request, raw: bytes) -> _Incoming:
@@ -439,9 +604,9 @@ class _Incoming:
             body, bad_json = None, True
         endpoint: Endpoint | None
         full_input: list[Any] | None = None
-        if path in _RESPONSES_PATHS:
-            endpoint = "responses"
-            if isinstance(body, dict):
+        if path in _RESPONSES_PATHS or path in _COMPACT_PATHS:
+            endpoint = "responses" if path in _RESPONSES_PATHS else "compact"
+            if isinstance(body, dict) and (endpoint == "responses" or isinstance(body.get("input", []), (list, str))):
                 full_input = input_items(body.get("input"))
         elif path in ("/v1/chat/completions", "/chat/completions"):
             endpoint = "chat"
@@ -449,7 +614,7 @@ class _Incoming:
             endpoint = None
         return cls(method, path, headers, body, bad_json, endpoint, full_input=full_input)
 
-    def record(self, reply_index: int | None, session: str | None) -> RecordedRequest:
+    def record(self, reply_index: int | None, session: str | None, *, window_refused: bool = False) -> RecordedRequest:
         """This request as a :class:`RecordedRequest`."""
         return RecordedRequest(
             method=self.method,
@@ -461,18 +626,16 @@ class _Incoming:
             session=session,
             transport=self.transport,
             full_input=self.full_input,
+            input_tokens=self.input_tokens,
+            window_refused=window_refused,
         )
 
     def refusal(self) -> HttpError | None:
         """The error answer for a request the server does not serve (unknown path, not a POST,
-        not a JSON object, not streaming), else ``None``."""
+        not a JSON object, not streaming; the compact endpoint needs no ``stream``), else
+        ``None``."""
         if self.endpoint is None:
-            return HttpError(
-                status=404,
-                message=f"no route for {self.method} {self.path}: the scripted server serves POST "
-                "/v1/responses and POST /v1/chat/completions",
-                type="invalid_request_error",
-            )
+            return _no_route(self)
         if self.method != "POST":
             return HttpError(
                 status=405, message=f"{self.path} takes POST, got {self.method}", type="invalid_request_error"
@@ -483,7 +646,7 @@ class _Incoming:
                 message="the request body must be a JSON object",
                 type="invalid_request_error",
             )
-        if self.body.get("stream") is not True:
+        if self.endpoint != "compact" and self.body.get("stream") is not True:
             return HttpError(
                 status=400,
                 message='the scripted server only streams: send "stream": true',
@@ -504,15 +667,13 @@ def parse_headers(request: h11.Request) -> dict[str, str]:
     return headers
 
 
-def input_items(value: Any) -> list[Any]:
-    """A Responses ``input`` as a list of items: a string is one user message, ``None`` none."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [{"type": "message", "role": "user", "content": value}]
-    if isinstance(value, list):
-        return list(value)
-    return [value]
+def _no_route(incoming: _Incoming) -> HttpError:
+    return HttpError(
+        status=404,
+        message=f"no route for {incoming.method} {incoming.path}: the scripted server serves POST "
+        "/v1/responses, POST /v1/responses/compact and POST /v1/chat/completions",
+        type="invalid_request_error",
+    )
 
 
 def standalone_error(reply: Reply, what: str) -> HttpError | None:
@@ -554,6 +715,13 @@ def _pick(script: Script, n: int) -> tuple[int, Reply]:
         i = n % len(replies)
         return i, replies[i]
     return -1, script.default
+
+
+def _tag(index: int, session: str | None) -> str:
+    """The id tag of a script's reply (``msg_<tag>_0``…): its index (or ``default``), after its
+    session key."""
+    tag = str(index) if index >= 0 else "default"
+    return f"{session}_{tag}" if session is not None else tag
 
 
 def _render(reply: Reply, endpoint: Endpoint, *, tag: str, model: str, usage: bool) -> Rendered:
@@ -664,6 +832,10 @@ async def open_scripted_server(
     record_requests: bool = True,
     websocket: bool | RefuseUpgrade = True,
     websocket_max_age: float | None = None,
+    context_window: int | None = None,
+    estimate_usage: bool | None = None,
+    compact: bool | None = None,
+    compact_errors: Iterable[HttpError | None] | None = None,
 ) -> AsyncIterator[ScriptedServer]:
     """Serve ``script`` over HTTP on ``host:port`` for the body of the ``async with``.
 
@@ -686,10 +858,25 @@ async def open_scripted_server(
     (seconds) answers a ``response.create`` on an older connection with
     ``websocket_connection_limit_reached`` and closes it.
 
+    Context window and compaction (PROTOCOL §6; each option defaults to the script's
+    :class:`ServerOptions`, ``script.server``): ``context_window=N`` refuses a streaming request
+    whose input is estimated (:func:`~actors.scripted.estimate_tokens`) above ``N`` tokens with
+    HTTP 400 ``context_length_exceeded`` as the real service words it (on WebSocket an error frame
+    with status 400; the full reconstructed input counts), consuming no reply
+    (``server.window_refusals``). ``estimate_usage`` (default: on when ``context_window`` is set)
+    reports the estimate as ``usage.input_tokens`` of every reply that sets no usage.
+    ``POST /v1/responses/compact`` answers ``{"id", "object": "response.compaction", "created_at",
+    "output": [user messages..., compaction item], "usage"}``; ``compact=False`` answers it 404;
+    ``compact_errors`` (HTTP errors, or ``None`` to serve one) answer the compact requests in
+    order. A request with ``"context_management": [{"type": "compaction", "compact_threshold":
+    T}]`` whose input passes ``T`` gets a compaction item before its reply's items.
+
     Leaving the block cancels the server and every open connection; an exception raised in the
     block comes out as it is (not wrapped in an ``ExceptionGroup``). Raises ``OSError`` when the
-    address cannot be bound, :class:`ScriptError` for a malformed session mapping, ``TypeError``
-    when ``script`` is none of the accepted forms. Checkpoints on entry.
+    address cannot be bound, :class:`ScriptError` for a malformed session mapping, a
+    ``context_window`` that is not a positive int or a ``compact_errors`` entry that is not an
+    :class:`HttpError` or ``None``, ``TypeError`` when ``script`` is none of the accepted forms.
+    Checkpoints on entry.
     """
     if events_per_write < 1:
         raise ValueError(f"events_per_write must be >= 1, got {events_per_write}")
@@ -697,6 +884,18 @@ async def open_scripted_server(
         raise TypeError(f"open_scripted_server: websocket must be a bool or a RefuseUpgrade, got {websocket!r}")
     if websocket_max_age is not None and not websocket_max_age >= 0:
         raise ValueError(f"websocket_max_age must be >= 0 seconds or None, got {websocket_max_age!r}")
+    options = script.server if isinstance(script, (Script, SessionScripts)) else ServerOptions()
+    overrides: dict[str, Any] = {
+        "context_window": context_window,
+        "estimate_usage": estimate_usage,
+        "compact": compact,
+        "compact_errors": compact_errors,
+    }
+    # the same validation as a script's options (ScriptError is a ValueError)
+    options = attrs.evolve(options, **{k: v for k, v in overrides.items() if v is not None})
+    usage_estimated = options.estimate_usage
+    if usage_estimated is None:
+        usage_estimated = options.context_window is not None
     sessions: SessionScripts | None = None
     router: Router | None = None
     if script is None:
@@ -721,6 +920,10 @@ async def open_scripted_server(
         router=router,
         websocket=websocket,
         websocket_max_age=websocket_max_age,
+        context_window=options.context_window,
+        estimate_usage=usage_estimated,
+        compact=options.compact,
+        compact_errors=options.compact_errors,
     )
     # bound outside the nursery so that a bind error comes out as a plain OSError
     listeners = await trio.open_tcp_listeners(port, host=host)

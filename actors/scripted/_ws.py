@@ -42,6 +42,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from ._compact import input_items
 from ._render import Rendered, render_responses
 from ._script import (
     Disconnect,
@@ -59,7 +60,6 @@ from ._server import (
     ScriptedServer,
     _Incoming,
     _send_error,
-    input_items,
     parse_headers,
     standalone_error,
 )
