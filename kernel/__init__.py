@@ -11,6 +11,30 @@ is a public corner of its own and needs the ``test`` extra.
 Depends on trio and attrs only: no I/O here.
 """
 
+from .compaction import (
+    BYTES_PER_TOKEN as BYTES_PER_TOKEN,
+    COMPACTION_ITEM_TYPES as COMPACTION_ITEM_TYPES,
+    COMPACTION_PROMPT as COMPACTION_PROMPT,
+    DEFAULT_USER_MESSAGE_BUDGET_TOKENS as DEFAULT_USER_MESSAGE_BUDGET_TOKENS,
+    NO_SUMMARY_TEXT as NO_SUMMARY_TEXT,
+    SUMMARY_PREFIX as SUMMARY_PREFIX,
+    TRUNCATED_MESSAGE_FLOOR_TOKENS as TRUNCATED_MESSAGE_FLOOR_TOKENS,
+    build_compacted_history as build_compacted_history,
+    collect_user_messages as collect_user_messages,
+    compact_threshold as compact_threshold,
+    drop_before_last_compaction as drop_before_last_compaction,
+    estimate_input_tokens as estimate_input_tokens,
+    estimate_item_tokens as estimate_item_tokens,
+    estimate_tokens as estimate_tokens,
+    is_compaction_item as is_compaction_item,
+    is_summary_message as is_summary_message,
+    pairs_intact as pairs_intact,
+    replacement_from_remote as replacement_from_remote,
+    safe_cut as safe_cut,
+    should_compact as should_compact,
+    summary_message as summary_message,
+    trim_to_budget as trim_to_budget,
+)
 from .errors import (
     BACKOFF_FACTOR as BACKOFF_FACTOR,
     INITIAL_DELAY as INITIAL_DELAY,
@@ -120,6 +144,7 @@ from .tools import (
 )
 from .turn import (
     SHELL_TOOL_NAMES as SHELL_TOOL_NAMES,
+    Compactor as Compactor,
     History as History,
     Turn as Turn,
     TurnHost as TurnHost,

@@ -28,7 +28,7 @@ import attrs
 import trio
 
 from . import events as ev
-from .errors import FatalError, KernelError, StreamError
+from .errors import ContextWindowExceeded, FatalError, KernelError, StreamError
 from .items import (
     CustomToolCall,
     CustomToolCallOutput,
@@ -74,10 +74,28 @@ __all__ = [
     "aborted_output_text",
     "partial_message",
     "SHELL_TOOL_NAMES",
+    "Compactor",
 ]
 
 SHELL_TOOL_NAMES = frozenset({"shell", "container.exec", "local_shell", "shell_command", "exec_command"})
 """Tools whose interrupted calls get the shell-style aborted text."""
+
+
+class Compactor(Protocol):
+    """What shortens a turn's history when it outgrows the context window (a host plugs one in as
+    :attr:`TurnHost.compactor`; see ``actors.compaction``). Both calls run between sampling
+    requests, so a tool call and its output are never split by a compaction."""
+
+    async def before_request(self, items: Sequence[ResponseItem]) -> bool:
+        """Called with the next request's input: compact when its estimate passes the threshold;
+        ``True`` when the history was replaced."""
+        ...
+
+    async def after_window_exceeded(self, items: Sequence[ResponseItem]) -> bool:
+        """Called when the request with this input was refused with
+        :class:`~kernel.errors.ContextWindowExceeded`: compact if possible; ``True`` retries the
+        request once (the retry budget is not spent)."""
+        ...
 
 
 class History(Protocol):
@@ -171,6 +189,8 @@ class TurnHost(Generic[CallT]):
     total_usage: TokenUsage = attrs.field(factory=TokenUsage)
     rate_limits: Any = None
     context_full: bool = False
+    compactor: Compactor | None = None
+    """Shortens the history when it outgrows the window (``None``: the turn fails instead)."""
     turn_id: str = ""
     """The running turn's id, stamped on every event this host publishes (:class:`Turn` sets it)."""
 
@@ -508,7 +528,18 @@ class Turn:
             with self._scope:
                 while True:
                     prompt_input = await host.history.prompt_input()
-                    result = await run_sampling_request_loop(host, host.model, prompt_input, rng=host.rng)
+                    compactor = host.compactor
+                    if compactor is not None and await compactor.before_request(prompt_input):
+                        prompt_input = await host.history.prompt_input()
+                    try:
+                        result = await run_sampling_request_loop(host, host.model, prompt_input, rng=host.rng)
+                    except ContextWindowExceeded:
+                        # refused for the window: compact and retry this request once
+                        if compactor is None or not await compactor.after_window_exceeded(prompt_input):
+                            raise
+                        host.context_full = False
+                        prompt_input = await host.history.prompt_input()
+                        result = await run_sampling_request_loop(host, host.model, prompt_input, rng=host.rng)
                     if result.last_agent_message is not None:
                         last = result.last_agent_message
                     if not result.needs_follow_up:

@@ -355,3 +355,70 @@ def test_every_call_gets_exactly_one_output_in_call_order(
     finished = host.events.of_type(ToolCallFinished)  # type: ignore[attr-defined]
     assert sorted(e.call_id for e in started) == sorted(e.call_id for e in finished)
     assert all(isinstance(e, ItemCompleted) or True for e in host.events.events)  # type: ignore[attr-defined]
+
+
+class _ShrinkingCompactor:
+    """Replaces the history with its last user message when asked (a stand-in for a real one)."""
+
+    def __init__(self, host: TurnHost[Any], threshold: int | None = None, refuse: bool = False) -> None:
+        self.host = host
+        self.threshold = threshold
+        self.refuse = refuse
+        self.calls: list[tuple[str, int]] = []
+
+    async def _shrink(self) -> None:
+        items = self.host.history.items  # type: ignore[attr-defined]
+        last_user = [i for i in items if isinstance(i, Message) and i.role == "user"][-1:]
+        items[:] = last_user
+
+    async def before_request(self, items: Any) -> bool:
+        self.calls.append(("before", len(items)))
+        if self.threshold is not None and len(items) > self.threshold:
+            await self._shrink()
+            return True
+        return False
+
+    async def after_window_exceeded(self, items: Any) -> bool:
+        self.calls.append(("refused", len(items)))
+        if self.refuse:
+            return False
+        await self._shrink()
+        return True
+
+
+async def test_a_window_refusal_compacts_and_retries_the_request_once(autojump_clock: Any) -> None:
+    host = make_host([ScriptedResponse(fault=Fault("context_window")), text_response("fits now")])
+    host.history.items.extend([Message.user("old"), Message.assistant("long answer")])  # type: ignore[attr-defined]
+    compactor = _ShrinkingCompactor(host)
+    host.compactor = compactor
+    outcome = await run_turn(host, [Message.user("go on")])
+    assert outcome.status == "completed" and outcome.last_agent_message == "fits now"
+    assert compactor.calls == [("before", 3), ("refused", 3)]
+    assert list(host.model.prompts[1].input) == [Message.user("go on")]  # type: ignore[attr-defined]
+    assert not host.context_full and not any(isinstance(e, StreamRetry) for e in host.events.events)  # type: ignore[attr-defined]
+
+
+async def test_without_a_compaction_the_refusal_fails_the_turn(autojump_clock: Any) -> None:
+    for compactor_refuses in (True, None):
+        host = make_host([ScriptedResponse(fault=Fault("context_window")) for _ in range(3)])
+        if compactor_refuses:
+            host.compactor = _ShrinkingCompactor(host, refuse=True)
+        outcome = await run_turn(host, [Message.user("go")])
+        assert outcome.status == "failed" and type(outcome.error).__name__ == "ContextWindowExceeded"
+        assert host.context_full and len(host.model.prompts) == 1  # type: ignore[attr-defined]
+    host = make_host([ScriptedResponse(fault=Fault("context_window")) for _ in range(3)])
+    host.compactor = _ShrinkingCompactor(host)  # compacts, but the retry is refused too: once only
+    outcome = await run_turn(host, [Message.user("go")])
+    assert outcome.status == "failed" and len(host.model.prompts) == 2  # type: ignore[attr-defined]
+
+
+async def test_compaction_before_a_request_past_the_threshold(autojump_clock: Any) -> None:
+    calls = tool_call_response(("a", "sleep", {"seconds": 0}), ("b", "sleep", {"seconds": 0}))
+    host = make_host([calls, text_response("done")])
+    compactor = _ShrinkingCompactor(host, threshold=2)
+    host.compactor = compactor
+    outcome = await run_turn(host, [Message.user("go")])
+    assert outcome.status == "completed"
+    # the follow-up (user + 2 calls + 2 outputs) passed the threshold: compacted before it was sent
+    assert compactor.calls == [("before", 1), ("before", 5)]
+    assert list(host.model.prompts[1].input) == [Message.user("go")]  # type: ignore[attr-defined]
