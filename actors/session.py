@@ -55,6 +55,7 @@ from kernel.prompt import PromptConfig, ToolConfig
 from kernel.stream import ModelClient, TokenUsage
 from kernel.turn import Turn, TurnHost, TurnOutcome
 
+from .compaction import SessionCompactor
 from .history import HistoryClient, SessionMeta, open_history
 from .model import HttpModelClient, ModelActor, ModelSettings
 from .notify import Notifier, Subscription
@@ -307,6 +308,20 @@ class Session:
         """Token usage summed over the session's responses."""
         return self.host.total_usage
 
+    async def compact(self) -> bool:
+        """Compact the history now (``ModelSettings.compaction`` says how; see
+        :mod:`actors.compaction`): ``True`` when it was replaced. Only between turns: raises
+        ``RuntimeError`` while a turn runs or is queued, ``RuntimeError`` when the session's model
+        is a bare :class:`~kernel.stream.ModelClient` (no settings to compact with), and
+        :class:`~actors.compaction.CompactionFailed` when compacting failed (the history is then
+        unchanged)."""
+        compactor = self.host.compactor
+        if not isinstance(compactor, SessionCompactor):
+            raise RuntimeError("compact() needs a session opened with ModelSettings or a ModelActor")
+        if self._current is not None or self._queue:
+            raise RuntimeError("compact() runs between turns: a turn is running or queued")
+        return await compactor.compact(reason="manual")
+
     @property
     def context_full(self) -> bool:
         """Set when the model reported the context window exceeded."""
@@ -543,6 +558,12 @@ async def open_session(
                         else ToolConfig(),
                         max_retries=retries,
                     )
+                    if settings is not None and settings.compaction != "off":
+                        # (the actor serves remote compaction over its HTTP transport)
+                        serving = actor if isinstance(model, ModelSettings) else model
+                        host.compactor = SessionCompactor(
+                            host, history, settings, serving if isinstance(serving, ModelActor) else None
+                        )
                     session = Session(
                         host=host,
                         history=history,

@@ -54,6 +54,8 @@ from .errors import (
     backoff as backoff,
 )
 from .events import (
+    CompactionFinished as CompactionFinished,
+    CompactionStarted as CompactionStarted,
     ContextWindowFull as ContextWindowFull,
     Event as Event,
     EventSink as EventSink,

@@ -35,6 +35,8 @@ __all__ = [
     "StreamRetry",
     "FallbackWarning",
     "RequestSent",
+    "CompactionStarted",
+    "CompactionFinished",
     "TokenUsageUpdated",
     "RateLimitsUpdated",
     "ContextWindowFull",
@@ -146,6 +148,34 @@ class RequestSent:
 
 
 @attrs.frozen
+class CompactionStarted:
+    """The history is being compacted: ``reason`` is ``"threshold"`` (the estimate reached the
+    limit), ``"window"`` (a request was refused for the window) or ``"manual"``;
+    ``tokens_before`` is the estimate of the history."""
+
+    reason: str
+    tokens_before: int
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
+    lifecycle: ClassVar[bool] = True
+
+
+@attrs.frozen
+class CompactionFinished:
+    """The history was compacted (``mode``: ``"remote"``, ``"local"`` or ``"server"``), from
+    ``items_before`` items / ``tokens_before`` to ``items_after`` / ``tokens_after`` (estimates);
+    or it could not be (``error`` says why; the history is unchanged)."""
+
+    mode: str
+    items_before: int
+    items_after: int
+    tokens_before: int
+    tokens_after: int
+    error: str | None = None
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
+    lifecycle: ClassVar[bool] = True
+
+
+@attrs.frozen
 class TokenUsageUpdated:
     """Usage of the last response and the session's running total."""
 
@@ -212,6 +242,8 @@ Event = Union[
     StreamRetry,
     FallbackWarning,
     RequestSent,
+    CompactionStarted,
+    CompactionFinished,
     TokenUsageUpdated,
     RateLimitsUpdated,
     ContextWindowFull,

@@ -3,6 +3,16 @@
 Reads the JSONL file record by record without building items, so records of kinds this version
 does not know are shown rather than refused. A torn last line (a crash mid-write) is skipped
 with a note on stderr, as :func:`actors.history.resume` does.
+
+A ``compacted`` record (context compaction replaced the history) is shown as a rule saying how
+many items it replaced with how many, why, and the token estimates::
+
+      42  ── compacted: 182 items → 7 (compaction; ~48,000 → ~3,100 tokens)
+          user: fix the test
+          …
+
+followed by the items of the new history (no ``seq``: they belong to the record); the item
+records after it continue that history.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from typing import Any
 
 from ._render import Console, describe_command, dumps, parse_exec_output, patch_summary
 
-__all__ = ["print_history", "read_records", "HistoryFileError"]
+__all__ = ["print_history", "read_records", "describe_compaction", "HistoryFileError"]
 
 _OUTPUT_CHARS = 200
 
@@ -119,10 +129,39 @@ _SHOWN_EVENTS: dict[str, Callable[[Mapping[str, Any]], str]] = {
 }
 
 
+def _tokens(value: Any) -> str | None:
+    return f"~{value:,}" if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def describe_compaction(record: Mapping[str, Any], items_before: int, *, arrow: str = "→") -> str:
+    """``compacted: 182 items → 7 (compaction; ~48,000 → ~3,100 tokens)`` for a ``compacted``
+    record replacing ``items_before`` items (token estimates shown when the record has them)."""
+    items = record.get("items")
+    after = len(items) if isinstance(items, list) else 0
+    noun = "item" if items_before == 1 else "items"
+    details = [str(record.get("reason") or "compaction")]
+    before_t, after_t = _tokens(record.get("tokens_before")), _tokens(record.get("tokens_after"))
+    if before_t and after_t:
+        details.append(f"{before_t} {arrow} {after_t} tokens")
+    elif before_t:
+        details.append(f"{before_t} tokens before")
+    elif after_t:
+        details.append(f"{after_t} tokens after")
+    return f"compacted: {items_before} {noun} {arrow} {after} ({'; '.join(details)})"
+
+
+def _item_line(c: Console, seq: str, item: Mapping[str, Any], success: Any, full: bool) -> None:
+    text = describe_item(item, success=success if isinstance(success, bool) else None, full=full)
+    style = "31" if success is False else "36" if str(item.get("type", "")).endswith("call") else ""
+    c.line(f"{c.style(f'{seq:>4}', '2')}  {c.style(text, style) if style else text}")
+
+
 def print_history(path: str | Path, console: Console, *, as_json: bool = False, full: bool = False) -> None:
     """Print the rollout at ``path``: the header, then one line per item and turn event (tool
-    outputs cut to a line unless ``full``); with ``as_json`` every record as one JSON line."""
+    outputs cut to a line unless ``full``), and for each compaction a rule and the items of the
+    new history; with ``as_json`` every record as one JSON line."""
     c = console
+    live = 0  # items in the history so far: since the start, or the last compaction's
     for record in read_records(path, console):
         kind = record.get("type")
         if as_json:
@@ -134,12 +173,19 @@ def print_history(path: str | Path, console: Console, *, as_json: bool = False, 
                 c.line(c.style(f"  {key}: {record.get(key)}", "2"))
             c.line()
         elif kind == "item":
-            item = record.get("item") or {}
+            live += 1
+            _item_line(c, str(record.get("seq", "")), record.get("item") or {}, record.get("success"), full)
+        elif kind == "compacted":
+            items = record.get("items")
+            items = [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
             success = record.get("success")
-            text = describe_item(item, success=success if isinstance(success, bool) else None, full=full)
-            style = "31" if success is False else "36" if str(item.get("type", "")).endswith("call") else ""
+            success = success if isinstance(success, list) and len(success) == len(items) else [None] * len(items)
+            rule = f"{c.sym('──', '--')} {describe_compaction(record, live, arrow=c.sym('→', '->'))}"
             seq = c.style(f"{record.get('seq', ''):>4}", "2")
-            c.line(f"{seq}  {c.style(text, style) if style else text}")
+            c.line(f"{seq}  {c.style(rule, '1')}")
+            for item, ok in zip(items, success, strict=True):
+                _item_line(c, "", item, ok, full)
+            live = len(items)
         elif kind == "event":
             event = record.get("event") or {}
             shown = _SHOWN_EVENTS.get(str(event.get("type")))

@@ -1,4 +1,5 @@
-"""The history actor: the ordered conversation log and its append-only JSONL rollout.
+"""The history actor: the ordered conversation log and its append-only JSONL rollout (which
+``HistoryClient.replace`` can cut short: context compaction, a ``compacted`` record).
 
 ``_actor`` holds the actor and its client, ``_format`` the rollout's records and their encoding,
 ``_file`` the writer (flush policy), ``_resume`` reading a rollout back and repairing it.
@@ -18,6 +19,7 @@ from ._format import (
 )
 from ._resume import (
     ABORTED_OUTPUT_TEXT as ABORTED_OUTPUT_TEXT,
+    Compaction as Compaction,
     ResumedSession as ResumedSession,
     repair as repair,
     resume as resume,
@@ -32,6 +34,7 @@ __all__ = [
     "HistoryClient",
     "open_history",
     "ResumedSession",
+    "Compaction",
     "resume",
     "repair",
     "well_formed",

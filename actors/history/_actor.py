@@ -8,6 +8,8 @@ through a :class:`HistoryClient`, which implements the kernel's :class:`~kernel.
         await history.record([Message.user("hi")])
         prompt = await history.for_prompt()
         await history.record_event(TurnCompleted("turn-1", None))   # rollout only; fsyncs
+        await history.replace([summary, *recent_user_messages],    # context compaction; fsyncs
+                              tokens_before=48_000, tokens_after=3_100)
 
     async with open_history(rollout="session.jsonl", resume=True) as history:   # after a crash
         ...   # the same items, dangling calls answered "aborted"; appends to the same file
@@ -43,6 +45,7 @@ from ._format import (
     RolloutError,
     RolloutWarning,
     SessionMeta,
+    _compacted_record,
     _event_record,
     _item_record,
     _line,
@@ -82,6 +85,14 @@ class _RecordEvents:
 
 
 @attrs.frozen
+class _Replace:
+    items: tuple[ResponseItem, ...]
+    reason: str
+    tokens_before: int | None
+    tokens_after: int | None
+
+
+@attrs.frozen
 class _Snapshot:
     pass
 
@@ -96,7 +107,7 @@ class _Close:
     pass
 
 
-_Request = Union[_Record, _RecordEvents, _Snapshot, _Sync, _Close]
+_Request = Union[_Record, _RecordEvents, _Replace, _Snapshot, _Sync, _Close]
 _SNAPSHOT: Final = _Snapshot()
 _SYNC: Final = _Sync()
 _CLOSE: Final = _Close()
@@ -232,6 +243,18 @@ class HistoryActor:
                     lines = [_line(_event_record(self._seq + 1 + i, e)) for i, e in enumerate(events)]
                     await self._write(lines, fsync=any(isinstance(e, _TURN_BOUNDARIES) for e in events))
                     self._seq += len(lines)
+            elif isinstance(request, _Replace):
+                # one line, one write(), fsynced: durable before the caller goes on, and a crash
+                # leaves the whole record or a torn last line that resume ignores
+                record = _compacted_record(
+                    self._seq + 1,
+                    request.items,
+                    reason=request.reason,
+                    tokens_before=request.tokens_before,
+                    tokens_after=request.tokens_after,
+                )
+                await self._write([_line(record)], fsync=True)
+                self._seq += 1
             elif isinstance(request, _Sync):
                 await self._write([], fsync=True)
             elif isinstance(request, _Close):
@@ -248,6 +271,10 @@ class HistoryActor:
             if request.items:
                 self._items.extend(request.items)
                 self._snapshot = None
+            return None
+        if isinstance(request, _Replace):  # one step: no reader ever sees part of the swap
+            self._items = list(request.items)
+            self._snapshot = request.items
             return None
         if isinstance(request, (_RecordEvents, _Sync, _Close)):
             return None
@@ -282,8 +309,8 @@ class HistoryClient:
     """The handle on a :class:`HistoryActor`; implements :class:`kernel.History`.
 
     Share it freely between tasks: requests are served one at a time in arrival order. Every
-    method checkpoints. Once a write (``record``, ``record_events``, ``sync``, ``aclose``) is
-    sent, the client waits for its answer even if cancelled (a write is bounded by the disk), so
+    method checkpoints. Once a write (``record``, ``record_events``, ``replace``, ``sync``,
+    ``aclose``) is sent, the client waits for its answer even if cancelled (a write is bounded by the disk), so
     a write that returns has done its work and one that raises ``Cancelled`` has done none. After
     the actor stops, methods raise :class:`HistoryClosed`.
     """
@@ -347,6 +374,44 @@ class HistoryClient:
     async def record_event(self, event: Event) -> None:
         """:meth:`record_events` of one event."""
         await self.record_events((event,))
+
+    async def replace(
+        self,
+        items: Sequence[ResponseItem],
+        *,
+        reason: str = "compaction",
+        tokens_before: int | None = None,
+        tokens_after: int | None = None,
+    ) -> None:
+        """Replace the whole history with ``items`` (context compaction: a summary or an opaque
+        ``compaction`` item plus the recent user messages); later :meth:`record` calls append to
+        them and :meth:`prompt_input` starts from them.
+
+        Writes one ``compacted`` record (``items``, ``reason``, and the caller's token estimates
+        ``tokens_before`` / ``tokens_after``, see ``_format``) and fsyncs it, like a turn
+        boundary, before it returns: the replacement is durable before the session goes on, and
+        a resume starts from it. All or nothing: every reader (:meth:`snapshot`,
+        :meth:`prompt_input`, a resume after a crash at any moment) sees the old history or the
+        new one, never a mix. Like :meth:`record`, once sent it is waited for even if cancelled
+        (returned: done; ``Cancelled``: not done).
+
+        Requests are served in order: items recorded before this call are replaced, items
+        recorded after it are appended to ``items``. So call it between turns (not while a turn
+        may still record a call's output). The items are written as given: like :meth:`record`,
+        the history scrubs no secrets (a session redacts before it records).
+
+        Raises :class:`RolloutError` if the write failed (the history is then unchanged),
+        ``TypeError`` / ``ValueError`` for bad arguments or an item JSON cannot encode."""
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            raise TypeError(f"replace(items): expected a sequence of items, got {type(items).__name__}")
+        if not isinstance(reason, str):
+            raise TypeError(f"replace(reason=...): expected a str, got {type(reason).__name__}")
+        for name, value in (("tokens_before", tokens_before), ("tokens_after", tokens_after)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise TypeError(f"replace({name}=...): expected an int or None, got {type(value).__name__}")
+            if value is not None and value < 0:
+                raise ValueError(f"replace({name}=...): expected a count of tokens >= 0, got {value}")
+        await self._call(_Replace(tuple(items), reason, tokens_before, tokens_after))
 
     async def snapshot(self) -> tuple[ResponseItem, ...]:
         """Every recorded item, in order, as an immutable tuple (cheap: shared until the next

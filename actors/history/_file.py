@@ -8,9 +8,10 @@ Flush policy
   :meth:`HistoryClient.record_events` call) returns, all of it is in the OS. A process crash loses
   at most the batch being written, and only its last line can be torn.
 * ``os.fsync`` runs after a batch holding a turn boundary (:class:`~kernel.TurnCompleted`,
-  :class:`~kernel.TurnAborted`, :class:`~kernel.TurnFailed`), on :meth:`HistoryClient.sync`, when
-  the file is created (with its directory) or resumed, and on close: a power loss loses at most the
-  current turn.
+  :class:`~kernel.TurnAborted`, :class:`~kernel.TurnFailed`), after a ``compacted`` record
+  (:meth:`HistoryClient.replace`: one line, so a crash leaves it whole or torn, never half
+  applied), on :meth:`HistoryClient.sync`, when the file is created (with its directory) or
+  resumed, and on close: a power loss loses at most the current turn.
 * File I/O runs in a worker thread (``trio.to_thread.run_sync``), so a slow disk never blocks the
   Trio loop; JSON encoding runs in the actor task. A batch that fails to write (disk full, I/O
   error) is cut back out of the file and not added to memory, the caller gets

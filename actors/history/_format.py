@@ -7,14 +7,28 @@ UTF-8 JSON Lines, one record per line, each line ending in ``\\n``, never rewrit
     {"type":"session_meta","session_id":"…","created":"2025-01-01T12:00:00.000Z","model":"…","cwd":"…","version":1}
     {"type":"item","seq":1,"item":{<wire item>}}          (+ "success": true/false when the output knows it)
     {"type":"event","seq":2,"event":{<event_to_dict>}}
+    {"type":"compacted","seq":3,"items":[{<wire item>},…],"reason":"compaction","tokens_before":48000,"tokens_after":3100}
+                                                            (+ "success": [true, null, …] when an output knows it)
 
 * The header is the first line and holds exactly the fields above: nothing else from the caller's
   configuration (API keys, headers, ...) is ever written; :class:`SessionMeta` rejects other fields.
-* ``seq`` rises by one per item or event record, across both kinds, continuing across resumes.
+* ``seq`` rises by one per item, event or compacted record, across all kinds, continuing across
+  resumes.
 * ``item`` is :func:`kernel.item_to_wire`; ``success`` (kernel-side metadata that the wire form
   omits) sits beside it, so a resumed output keeps it.
 * ``event`` is :func:`kernel.event_to_dict`. Streaming deltas and ``ItemStarted``/``ItemCompleted``
   are not written (the items themselves are); record types a reader does not know are skipped.
+* ``compacted`` replaces the history (:meth:`HistoryClient.replace`, e.g. after context
+  compaction: a summary or an opaque ``compaction`` item plus the recent user messages). ``items``
+  (:func:`kernel.item_to_wire` each) *is* the history from there on; item records after it are
+  appended to it. ``success``, present only when some output's success is known, is aligned with
+  ``items`` (``null`` where unknown). ``reason`` is a short label (``"compaction"``);
+  ``tokens_before`` / ``tokens_after`` are the caller's estimates of the history's size, or
+  ``null``. The record is one line, written with one ``write()`` and fsynced like a turn boundary:
+  a crash leaves either the whole record or a torn last line, which resume ignores (the old
+  history). A reader resumes from the *last* ``compacted`` record and does not rebuild the items
+  before it. A reader predating this record type skips it, as it skips every unknown type, and so
+  sees the uncompacted conversation followed by the later items: longer, but whole.
 * Lines are written by ``json.dumps``, which escapes every newline and control character inside a
   string, and readers split on ``\\n`` only: no tool output can end a line early or forge a record.
   Non-ASCII text is written as UTF-8 (a lone surrogate falls back to ``\\uXXXX`` escapes).
@@ -27,7 +41,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -173,6 +187,30 @@ def _item_record(seq: int, item: ResponseItem) -> dict[str, Any]:
     record: dict[str, Any] = {"type": "item", "seq": seq, "item": item_to_wire(item)}
     if isinstance(item, (FunctionCallOutput, CustomToolCallOutput)) and item.output.success is not None:
         record["success"] = item.output.success
+    return record
+
+
+def _compacted_record(
+    seq: int,
+    items: Sequence[ResponseItem],
+    *,
+    reason: str,
+    tokens_before: int | None,
+    tokens_after: int | None,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "type": "compacted",
+        "seq": seq,
+        "items": [item_to_wire(item) for item in items],
+        "reason": reason,
+        "tokens_before": tokens_before,
+        "tokens_after": tokens_after,
+    }
+    success = [
+        item.output.success if isinstance(item, (FunctionCallOutput, CustomToolCallOutput)) else None for item in items
+    ]
+    if any(s is not None for s in success):
+        record["success"] = success
     return record
 
 

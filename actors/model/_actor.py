@@ -54,6 +54,13 @@ class ModelSettings:
     fallback; on the Chat wire, HTTP), ``"websocket"`` (WebSocket only) or ``"http"`` (HTTP+SSE
     only). ``max_retry_after``: the longest server-requested wait (``Retry-After``, "try again
     in ...") a retry honours, in seconds; a request asking for longer fails at once.
+    ``context_window``: the model's window in tokens, when known. ``auto_compact_tokens``: compact
+    a session's history before a request whose estimated input reaches it (default: 0.9 of
+    ``context_window``; ``None`` with no window: compact only when a request is refused for the
+    window). ``compaction``: how (see :mod:`actors.compaction`) — ``"auto"`` (remote on the
+    Responses wire where the endpoint serves ``/responses/compact``, else local), ``"remote"``,
+    ``"local"``, ``"server"`` (the service compacts: ``context_management`` on each request) or
+    ``"off"`` (a refusal fails the turn, as the seed does).
     """
 
     base_url: str
@@ -68,6 +75,9 @@ class ModelSettings:
     extra_headers: tuple[tuple[str, str], ...] = ()
     transport: Literal["auto", "websocket", "http"] = "auto"
     max_retry_after: float = 120.0
+    context_window: int | None = None
+    auto_compact_tokens: int | None = None
+    compaction: Literal["auto", "server", "remote", "local", "off"] = "auto"
 
     def __attrs_post_init__(self) -> None:
         if self.wire not in ("responses", "chat"):
@@ -78,6 +88,14 @@ class ModelSettings:
             raise ValueError(
                 "ModelSettings.transport='websocket' needs wire='responses' (Chat Completions is HTTP only)"
             )
+        if self.compaction not in ("auto", "server", "remote", "local", "off"):
+            raise ValueError(
+                f"ModelSettings.compaction must be 'auto', 'server', 'remote', 'local' or 'off', got {self.compaction!r}"
+            )
+        for name in ("context_window", "auto_compact_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ValueError(f"ModelSettings.{name} must be a positive number of tokens or None, got {value!r}")
         if not (self.max_retry_after >= 0 and math.isfinite(self.max_retry_after)):
             raise ValueError(
                 f"ModelSettings.max_retry_after must be a finite number of seconds >= 0, got {self.max_retry_after!r}"

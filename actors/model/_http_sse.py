@@ -14,9 +14,10 @@ import functools
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import msgspec
 import trio
 
 from kernel.errors import StreamError
@@ -108,6 +109,28 @@ class HttpSseTransport:
             chunks = response.aiter_raw()
             if await pump_stream(request, chunks.__anext__, s.idle_timeout, first):
                 await _drain_for_reuse(chunks)
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """``POST {base_url}/{path}`` with a JSON body, not streamed (``responses/compact``): the
+        parsed JSON answer; an HTTP error is raised as the kernel error the table maps it to,
+        a connection failure as :class:`StreamError` naming the host."""
+        http = self._http
+        if http is None:
+            raise StreamError("the HTTP transport is not open")
+        s = self.settings
+        url = s.base_url.rstrip("/") + "/" + path
+        headers = {**self._headers, "Accept": "application/json"}
+        try:
+            response = await http.post(url, content=encode_json(body), headers=headers)
+            if response.status_code >= 400:
+                raise error_from_http(
+                    response.status_code, response.headers, response.content[:_MAX_ERROR_BODY], wire=s.wire
+                )
+            return msgspec.json.decode(response.content)
+        except httpx.HTTPError as exc:
+            raise StreamError(self._describe(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise StreamError(f"{url} answered with a body that is not JSON: {exc}") from None
 
     def _describe(self, exc: httpx.HTTPError) -> str:
         """The :class:`StreamError` text for a network failure, naming the ``host:port`` it was

@@ -380,4 +380,6 @@ def _is_error_frame(text: bytes) -> bool:
         obj = msgspec.json.decode(text)
     except msgspec.DecodeError:
         return False
-    return isinstance(obj, dict) and obj.get("type") == "error"
+    # the wrapped form ({"type": "error", "status", "error": {...}}); the flat in-stream ``error``
+    # event ({"type": "error", "code", "message"}) goes to the decoder, as on HTTP
+    return isinstance(obj, dict) and obj.get("type") == "error" and isinstance(obj.get("error"), dict)

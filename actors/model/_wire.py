@@ -35,7 +35,7 @@ def request_body(
         return chat_request_body(prompt, model=settings.model)
     from ._responses import responses_request_body
 
-    return responses_request_body(
+    body = responses_request_body(
         prompt,
         model=settings.model,
         reasoning_effort=settings.reasoning_effort,
@@ -43,6 +43,14 @@ def request_body(
         prompt_cache_key=prompt.prompt_cache_key,
         wire_cache=wire_cache,
     )
+    if settings.compaction == "server":
+        # the service compacts past the threshold and returns the compaction item (PROTOCOL §6)
+        from kernel.compaction import compact_threshold
+
+        threshold = compact_threshold(settings.context_window, settings.auto_compact_tokens)
+        if threshold is not None:
+            body["context_management"] = [{"type": "compaction", "compact_threshold": threshold}]
+    return body
 
 
 def encode_body(settings: ModelSettings, prompt: Prompt) -> bytes:

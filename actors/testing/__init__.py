@@ -1,6 +1,9 @@
 """Stress-test a session under random faults, interrupts and crashes (needs the ``test`` extra).
 
-See :func:`session_stress_machine` and :class:`SessionStressMachine`.
+See :func:`session_stress_machine` and :class:`SessionStressMachine`. Each example draws the
+session's wire and, on the Responses wire, its transport (``StressConfig.transports``: HTTP,
+WebSocket, or ``"auto"``: WebSocket falling back to HTTP); the invariants hold on each, with the
+transports' legitimate differences in one table (``actors.testing._faults.TRANSPORT_DIFFERENCES``).
 """
 
 from ._config import (

@@ -77,6 +77,22 @@ class StressStats:
     torn_rollouts: int = 0
     restarts: int = 0
     subscribers: Counter[str] = attrs.field(factory=Counter)
+    transports: Counter[str] = attrs.field(factory=Counter)
+    """Sessions opened, by ``wire:transport`` setting (``responses:auto``…)."""
+    attempts_by_transport: Counter[str] = attrs.field(factory=Counter)
+    """Kernel attempts, by the transport they went over."""
+    requests_by_transport: Counter[str] = attrs.field(factory=Counter)
+    """Requests the scripted server received, by transport (resends included)."""
+    incremental_requests: int = 0
+    """WebSocket requests sent incrementally (``previous_response_id``, only the new items)."""
+    websocket_resends: int = 0
+    """Requests the WebSocket transport sent again without spending the retry budget."""
+    fallbacks: int = 0
+    """Sessions that fell back from WebSocket to HTTP (one ``FallbackWarning`` each)."""
+    quiet_retries: int = 0
+    """Retries announced by no ``StreamRetry`` (the first one while a fallback is left)."""
+    rate_limit_snapshots: Counter[str] = attrs.field(factory=Counter)
+    """Attempts whose stream carried a rate-limit snapshot, by transport."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready counts."""
@@ -94,14 +110,18 @@ class StressConfig:
     ``session_factory`` opens your session (default: ``open_session``); ``tools`` are your own
     tools, added to the chaos tools; ``tool_calls`` is a strategy of ``(name, arguments_json)``
     the scripted model calls them with (their outputs, success or model-visible failure, are
-    checked like any other). ``wires``: the model protocols to draw from. ``max_retries``: the
-    range the retry budget is drawn from. ``step_count``: rules per example.
+    checked like any other). ``wires``: the model protocols to draw from; ``transports``: the
+    ``ModelSettings.transport`` values to draw from on the Responses wire (``"http"``,
+    ``"websocket"``, ``"auto"``: WebSocket with HTTP as the fallback; the Chat wire is always
+    HTTP). ``max_retries``: the range the retry budget is drawn from. ``step_count``: rules per
+    example.
     """
 
     session_factory: SessionFactory = default_session_factory
     tools: ToolRegistry | None = None
     tool_calls: Any = None
     wires: tuple[str, ...] = ("responses", "chat")
+    transports: tuple[str, ...] = attrs.field(default=("http", "websocket", "auto"))
     max_retries: tuple[int, int] = (0, 3)
     idle_timeout: float = 0.2
     backoff_scale: float = 0.01
@@ -111,6 +131,12 @@ class StressConfig:
     stats: StressStats = STATS
     max_examples: int | None = None
     """Examples per run; default: 30 % of the active Hypothesis profile's ``max_examples``."""
+
+    @transports.validator
+    def _check_transports(self, _attribute: Any, value: tuple[str, ...]) -> None:
+        unknown = set(value) - {"http", "websocket", "auto"}
+        if not value or unknown:
+            raise ValueError(f"StressConfig.transports: one or more of 'http', 'websocket', 'auto', got {value!r}")
 
 
 # =============================================================================================

@@ -1,14 +1,17 @@
 """What the scripted model does for one task, and what that must produce.
 
 :func:`task_plans` draws the replies of one task (text, reasoning, tool calls of every
-:data:`_TOOL_MODES` mode, and one fault from :data:`_FAULT_MENU` per reply); :data:`_triggers`
-draws when an interrupt or crash fires. :func:`_allowed_outcomes` says which outcomes an attempt
-served a given reply may end with, and :func:`_fault_of` names the fault for :data:`STATS`.
+:data:`_TOOL_MODES` mode, sometimes rate-limit headers or one event per write, and one fault from
+:data:`_FAULT_MENU` per reply); :data:`_triggers` draws when an interrupt or crash fires. :func:`_expect` says how an
+attempt served a given reply over a given transport may end (:func:`_allowed_outcomes` on HTTP,
+adjusted by :data:`TRANSPORT_DIFFERENCES`, the one table of what legitimately differs on
+WebSocket), and :func:`_fault_of` names the fault for :data:`STATS`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -38,6 +41,8 @@ from ..scripted import (
     Reply,
     Stall,
     Text,
+    WebSocketClose,
+    WebSocketConnectionLimit,
     rate_limit_headers,
 )
 from ..scripted._render import render_chat, render_responses
@@ -57,8 +62,14 @@ _FAULT_MENU = (
     + ["failed_retryable", "failed_rate_limit", "error_event"]
     + ["context_window_http", "context_window_failed", "usage_limit", "failed_quota", "incomplete"]
     + ["unauthorized", "invalid_request", "stall_timeout"]
+    + ["ws_close", "connection_limit"]
 )
 _TOOL_MODES = ["ok"] * 8 + ["respond", "boom", "inject", "fatal", "hang", "slow"]
+
+
+_RATE_LIMIT_HEADERS = rate_limit_headers(primary_used_percent=42, primary_window_minutes=300)
+"""Headers some replies carry: a rate-limit snapshot on HTTP, nothing on WebSocket (see
+:data:`TRANSPORT_DIFFERENCES`)."""
 
 
 @attrs.frozen
@@ -88,16 +99,29 @@ def _secret_texts(key: str) -> Any:
     )
 
 
+_AFTER_END = 10_000
+"""A fault position past any reply's last event (the server applies it after the terminal one)."""
+
+
 @st.composite
 def _faults(draw: Any, key: str, idle: float, n_hint: int) -> tuple[str, list[Any]]:
     kind = draw(st.sampled_from(_FAULT_MENU))
     secret = draw(_secret_texts(key))
-    at = draw(st.integers(0, max(1, n_hint)))
+    where = draw(st.sampled_from(["within"] * 6 + ["first", "after_end"]))
+    # before the first event (a WebSocket may resend it), within the reply, or after its terminal
+    # event (on WebSocket: left on the connection for its next request)
+    at = {"first": 0, "after_end": _AFTER_END}.get(where) or draw(st.integers(0, max(1, n_hint)))
     delay = draw(st.sampled_from([0.0, 0.001, 0.01, 0.02, 0.05]))
     if kind == "none":
         return kind, []
     if kind == "drop":
         return kind, [Disconnect(after_events=at)]
+    if kind == "ws_close":
+        # before the terminal event (a reply renders >= 3 + 4 * items events; n_hint is that bound):
+        # after it, on WebSocket, the close frame would be read by the connection's next request
+        return kind, [WebSocketClose(after_events=min(at, n_hint - 1), code=1011, reason="chaos")]
+    if kind == "connection_limit":
+        return kind, [WebSocketConnectionLimit()]
     if kind == "drop_mid_event":
         return kind, [Disconnect(after_events=at, mid_event=True)]
     if kind == "drop_clean":
@@ -211,7 +235,9 @@ def _replies(draw: Any, key: str, idle: float, user_calls: Any) -> _ReplySpec:
     if calls and draw(st.integers(0, 3)) == 0:
         items.append(Text(draw(st.text(max_size=10)), chunk_size=2))
     fault, faults = draw(_faults(key, idle, 3 + 4 * len(items)))
-    return _ReplySpec(Reply(items=items, faults=faults), fault, calls)
+    headers = _RATE_LIMIT_HEADERS if draw(st.integers(0, 5)) == 0 else {}
+    per_write = draw(st.sampled_from([None, None, None, 1]))  # 1: every event in a write of its own
+    return _ReplySpec(Reply(items=items, faults=faults, headers=headers, events_per_write=per_write), fault, calls)
 
 
 def task_plans(*, key: str = STRESS_API_KEY, idle: float = 0.2, user_calls: Any = None, max_replies: int = 4) -> Any:
@@ -301,10 +327,14 @@ def _terminal_class(fault: Any, wire: str) -> str:
 
 
 def _allowed_outcomes(reply: Reply, wire: str, idle: float) -> set[str]:
-    """The outcomes an attempt served ``reply`` may end with (``"cancelled"`` is judged apart)."""
+    """The outcomes an attempt served ``reply`` over HTTP may end with (``"cancelled"`` is judged
+    apart)."""
     http = reply.http_error
     if http is not None:
         return {_http_class(http)}
+    limit = reply.connection_limit
+    if limit is not None:
+        return {_http_class(limit.to_http_error())}
     if wire == "responses":
         rendered = render_responses(reply, tag="x", model="m")
         n = len(rendered.events)
@@ -323,7 +353,9 @@ def _allowed_outcomes(reply: Reply, wire: str, idle: float) -> set[str]:
     broken_after = False
     for fault in reply.transport_faults:
         pos = min(fault.after_events, n)
-        breaks = isinstance(fault, (Disconnect, Malformed)) or (isinstance(fault, Stall) and fault.seconds > idle)
+        breaks = isinstance(fault, (Disconnect, Malformed, WebSocketClose)) or (
+            isinstance(fault, Stall) and fault.seconds > idle
+        )
         if isinstance(fault, Stall):
             allowed.add("StreamError")  # real time: a loaded machine may stall past the timeout
         if not breaks or pos >= n:
@@ -340,10 +372,188 @@ def _allowed_outcomes(reply: Reply, wire: str, idle: float) -> set[str]:
     return allowed
 
 
+# =============================================================================================
+# What legitimately differs between the transports
+# =============================================================================================
+
+
+@attrs.frozen
+class _Cell:
+    """How one transport handles one kind of served reply.
+
+    ``outcomes``: what the attempt may end with (``None``: what the reply makes it end with on
+    HTTP, :func:`_allowed_outcomes`); ``says``: a text the attempt's error must contain when it
+    ends with one of them; ``resend``: the transport may send the request again at once, on a new
+    connection and without spending the retry budget (the server then records one more request
+    for the same attempt; the fault served on the first did not end the attempt); ``carry``:
+    outcomes the *next* request on the same connection may end with (``unrecorded``: and the
+    server may never record that request); ``forgets``: the server forgets the response, so the
+    next request continuing it (``previous_response_id``) is refused with
+    ``previous_response_not_found`` and resent in full, budget-free; ``rate_limits``: whether
+    the attempt must (``True``) or must not (``False``) see a rate-limit snapshot in its stream
+    (``None``: no expectation)."""
+
+    outcomes: frozenset[str] | None = None
+    says: str | None = None
+    resend: bool = False
+    carry: frozenset[str] = frozenset()
+    unrecorded: bool = False
+    forgets: bool = False
+    rate_limits: bool | None = None
+    why: str = ""
+
+
+_SAME = _Cell()
+
+TRANSPORT_DIFFERENCES: Mapping[str, Mapping[str, _Cell]] = {
+    "clean_close": {
+        "http": _Cell(
+            frozenset({"StreamError"}),
+            says="closed before response.completed",
+            why="Disconnect(clean) before the terminal event: the body ends properly, before it",
+        ),
+        "websocket": _Cell(
+            frozenset({"StreamError"}),
+            says="idle timeout",
+            why="the response just stops on an open connection: nothing ends it but the idle timeout",
+        ),
+    },
+    "clean_stop_after_end": {
+        "http": _SAME,
+        "websocket": _Cell(
+            forgets=True,
+            why="the scripted server forgets a response cut short by Disconnect(clean), even after its "
+            "terminal event: the connection's next request continues it and is refused "
+            "(previous_response_not_found), then resent in full at once",
+        ),
+    },
+    "drop_first": {
+        "http": _SAME,
+        "websocket": _Cell(
+            resend=True,
+            why="a drop before any event on a REUSED connection is resent on a new one, budget-free "
+            "(on a fresh connection it is a StreamError, as on HTTP)",
+        ),
+    },
+    "connection_limit": {
+        "http": _Cell(frozenset({"InvalidRequest"}), why="HTTP 400 websocket_connection_limit_reached"),
+        "websocket": _Cell(
+            frozenset({"StreamError"}),
+            resend=True,
+            why="resent on a new connection, budget-free (a StreamError after three resends)",
+        ),
+    },
+    "rate_limit_headers": {
+        "http": _Cell(rate_limits=True, why="the response's headers: a rate-limit snapshot before the events"),
+        "websocket": _Cell(rate_limits=False, why="frames carry no headers (only an error frame does)"),
+    },
+    "previous_response_not_found": {
+        "http": _SAME,  # never: every HTTP request carries its whole input
+        "websocket": _Cell(
+            frozenset(),
+            resend=True,
+            why="the refusal of a continuation (no reply consumed): resent in full at once, it never "
+            "ends an attempt (a cancelled one aside)",
+        ),
+    },
+    "trailing_junk": {
+        "http": _SAME,
+        "websocket": _Cell(
+            carry=frozenset({"StreamError"}),
+            why="a bad frame after the terminal event stays on the connection: its next request reads it first",
+        ),
+    },
+    "trailing_stall": {
+        "http": _SAME,
+        "websocket": _Cell(
+            carry=frozenset({"StreamError"}),
+            unrecorded=True,
+            why="the server sleeps after the terminal event and answers one response at a time: the "
+            "connection's next request may hit the idle timeout, and the client's close then ends the "
+            "connection before the server has read (recorded) it",
+        ),
+    },
+}
+"""Where an attempt legitimately ends differently on WebSocket than on HTTP, by kind of served
+reply (:func:`_differences` names the rows a reply falls under; ``previous_response_not_found``
+is the server's answer to a continuation it cannot match, which consumes no reply); everything
+else is expected to end alike on both (:func:`_allowed_outcomes`), including every in-stream and
+error-frame failure (an ``error`` event, ``response.failed``, a status in an error frame with its
+headers, ``Retry-After`` included)."""
+
+
+def _differences(reply: Reply, wire: str, idle: float) -> list[str]:
+    """The rows of :data:`TRANSPORT_DIFFERENCES` ``reply`` falls under."""
+    rows: list[str] = []
+    if reply.connection_limit is not None:
+        rows.append("connection_limit")
+    if reply.headers and reply.http_error is None and reply.connection_limit is None:
+        rows.append("rate_limit_headers")
+    if reply.http_error is not None or reply.connection_limit is not None or wire != "responses":
+        return rows
+    n = len(render_responses(reply, tag="x", model="m").events)
+    for fault in reply.transport_faults:
+        if isinstance(fault, Disconnect) and fault.clean and fault.after_events < n:
+            rows.append("clean_close")
+        elif isinstance(fault, Disconnect) and fault.clean:
+            rows.append("clean_stop_after_end")
+        elif isinstance(fault, Disconnect) and fault.after_events == 0:
+            rows.append("drop_first")
+        elif isinstance(fault, Malformed) and fault.after_events >= n:
+            rows.append("trailing_junk")
+        elif isinstance(fault, Stall) and fault.after_events >= n and fault.seconds > idle:
+            rows.append("trailing_stall")
+    return rows
+
+
+@attrs.frozen
+class _Expect:
+    """How an attempt served a reply over a transport may end (see :class:`_Cell`)."""
+
+    outcomes: frozenset[str]
+    says: str | None
+    resend: bool
+    carry: frozenset[str]
+    unrecorded: bool
+    forgets: bool
+    rate_limits: bool | None
+
+
+def _expect(reply: Reply, wire: str, idle: float, transport: str) -> _Expect:
+    """What an attempt served ``reply`` over ``transport`` may end with: the HTTP outcomes,
+    changed by the :data:`TRANSPORT_DIFFERENCES` rows the reply falls under."""
+    rows = _differences(reply, wire, idle)
+    return _fold(frozenset(_allowed_outcomes(reply, wire, idle)), [TRANSPORT_DIFFERENCES[r][transport] for r in rows])
+
+
+def _fold(outcomes: frozenset[str], cells: list[_Cell]) -> _Expect:
+    says: str | None = None
+    resend = unrecorded = forgets = False
+    carry: frozenset[str] = frozenset()
+    rate_limits: bool | None = None
+    for cell in cells:
+        if cell.outcomes is not None:
+            outcomes = cell.outcomes
+        says = cell.says or says
+        resend = resend or cell.resend
+        carry |= cell.carry
+        unrecorded = unrecorded or cell.unrecorded
+        forgets = forgets or cell.forgets
+        if cell.rate_limits is not None:
+            rate_limits = cell.rate_limits
+    return _Expect(outcomes, says, resend, carry, unrecorded, forgets, rate_limits)
+
+
+_REFUSED = _fold(frozenset(), [TRANSPORT_DIFFERENCES["previous_response_not_found"]["websocket"]])
+"""A WebSocket request continuing a response the server forgot: refused, and resent in full."""
+
+
 def _fault_of(reply: Reply) -> str:
     http = reply.http_error
     if http is not None:
         return f"http_{http.status}_{_http_class(http)}"
+    if reply.connection_limit is not None:
+        return "connection_limit"
     parts = []
     for f in reply.transport_faults:
         parts.append(type(f).__name__.lower())

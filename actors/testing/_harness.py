@@ -23,6 +23,7 @@ import trio
 from kernel import (
     Completed,
     Event,
+    FallbackWarning,
     KernelError,
     ResponseItem,
     ToolCallFinished,
@@ -33,11 +34,12 @@ from kernel import (
     TurnStarted,
 )
 from kernel.prompt import Prompt
+from kernel.stream import FallbackTransport, RateLimitsSnapshot, TransportUsed
 
 from ..history import resume
 from ..model import ModelSettings
 from ..model._wire import encode_body
-from ..scripted import Reply, ScriptedServer
+from ..scripted import RecordedRequest, Reply, ScriptedServer
 from ..session import Session, TurnHandle
 from ._faults import _TRIGGER_EVENTS, _ReplySpec, _Trigger
 
@@ -122,12 +124,24 @@ class _Attempt:
     prompt: Prompt
     expected: list[ResponseItem]
     body: Any
+    transport: str = "http"  # the transport it went over ("http" | "websocket")
+    requests_before: int = 0  # how many requests the server had recorded when it began
     started: float = 0.0
     ended: float | None = None
     completed: bool = False
     outcome: str = "open"  # "completed" | error class name | "cancelled"
     error: KernelError | None = None
     end_seq: int | None = None  # when the outcome was decided
+    rate_limits_seen: bool = False  # its stream carried a rate-limit snapshot
+    transport_used: TransportUsed | None = None  # what its stream said served it
+
+    @property
+    def error_text(self) -> str:
+        """The text of the error it ended with (a stream that simply ended before its terminal
+        event raises no error of its own: the turn raises "stream closed before response.completed")."""
+        if self.error is None and self.outcome == "StreamError":
+            return "stream closed before response.completed"
+        return str(self.error)
 
 
 @attrs.define(eq=False)
@@ -182,6 +196,9 @@ class _Gen:
     closed: trio.Event = attrs.field(factory=trio.Event)
     server: ScriptedServer | None = None
     settings: ModelSettings | None = None
+    transport: str = "http"  # the session's ModelSettings.transport ("auto" | "websocket" | "http")
+    fallback_seq: int | None = None  # when its FallbackWarning was published (switched to HTTP)
+    fallbacks: int = 0  # FallbackWarning events published
     session: Session | None = None
     aux: trio.Nursery | None = None
     base: list[ResponseItem] = attrs.field(factory=list)
@@ -213,6 +230,13 @@ class _Gen:
         task = self.current
         if task is not None and task.fatal_raised_seq is None:
             task.fatal_raised_seq = self.next_seq()
+
+    def current_transport(self) -> str:
+        """The transport the session's next request goes over: the first of its ``transport``
+        setting until a FallbackWarning says it switched to HTTP."""
+        if self.transport == "websocket" or (self.transport == "auto" and self.fallback_seq is None):
+            return "websocket"
+        return "http"
 
     def on_acked(self) -> None:
         with contextlib.suppress(OSError):
@@ -263,18 +287,31 @@ class _AttemptIterator:
             attempt.end_seq = self.gen.next_seq()
             raise
         for event in batch:
-            if type(event) is Completed:
+            kind = type(event)
+            if kind is Completed:
                 attempt.completed = True
                 attempt.end_seq = self.gen.next_seq()
+            elif kind is RateLimitsSnapshot:
+                attempt.rate_limits_seen = True
+            elif kind is TransportUsed:
+                attempt.transport_used = event
         return batch
 
 
 class _RecordingClient:
-    """Wraps the host's model client: records every attempt, its prompt and its outcome."""
+    """Wraps the host's model client: records every attempt, its prompt, its transport and its
+    outcome. Forwards :class:`kernel.stream.FallbackTransport` (the switch to HTTP, and the quiet
+    first retry while a fallback is left, depend on it)."""
 
     def __init__(self, inner: Any, gen: _Gen) -> None:
         self.inner = inner
         self.gen = gen
+
+    def has_fallback(self) -> bool:
+        return isinstance(self.inner, FallbackTransport) and self.inner.has_fallback()
+
+    def try_switch_fallback_transport(self) -> bool:
+        return isinstance(self.inner, FallbackTransport) and self.inner.try_switch_fallback_transport()
 
     @asynccontextmanager
     async def stream(self, prompt: Prompt) -> AsyncIterator[Any]:
@@ -286,6 +323,8 @@ class _RecordingClient:
             prompt,
             gen.base + gen.acked,
             json.loads(encode_body(gen.settings, prompt)),
+            gen.current_transport(),
+            len(gen.server.requests) if gen.server is not None else 0,
         )
         async with self.inner.stream(prompt) as batches:
             # counted only once handed to the transport
@@ -323,6 +362,10 @@ class _WatchingSink:
                 gen.current = task
                 if task is not None:
                     task.started_seq = seq
+            elif isinstance(event, FallbackWarning):
+                gen.fallbacks += 1
+                if gen.fallback_seq is None:
+                    gen.fallback_seq = seq
             elif isinstance(event, ToolCallFinished) and event.status == "fatal":
                 if gen.current is not None and gen.current.fatal_seq is None:
                     gen.current.fatal_seq = seq
@@ -381,8 +424,10 @@ async def _after(delay: float, action: Callable[[], None]) -> None:
     action()
 
 
-def _task_of(body: Any) -> str | None:
-    found = re.findall(r"task (g\d+t\d+):", json.dumps(body))
+def _task_of(request: RecordedRequest) -> str | None:
+    """The task a request the server received belongs to: the last task prompt in its whole input
+    (an incremental WebSocket request's own input may not repeat it)."""
+    found = re.findall(r"task (g\d+t\d+):", json.dumps(request.full_input or request.body))
     return found[-1] if found else None
 
 

@@ -19,12 +19,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from kernel import (
     CustomToolCall as KCustomToolCall,
     Event,
+    FallbackWarning,
     FunctionCall as KFunctionCall,
+    KernelError,
     ReasoningDelta,
     ResponseItem,
     StreamRetry,
@@ -36,8 +39,9 @@ from kernel import (
 from kernel.testing import well_formed_violations
 
 from ..history import ABORTED_OUTPUT_TEXT
+from ..scripted import RecordedRequest, Reply
 from ._config import STRESS_API_KEY, StressStats
-from ._faults import _DONE, _allowed_outcomes, _fault_of
+from ._faults import _DONE, _REFUSED, _Expect, _expect, _fault_of
 from ._harness import _FINALS, _PER_TURN_TASKS, _all_tasks, _Attempt, _Crash, _format, _Gen, _Sub, _Task, _task_of
 
 _RETRYABLE = frozenset({"StreamError", "ServerError", "RateLimited"})
@@ -72,8 +76,8 @@ def check_task(
     user_tool_names: frozenset[str],
     stats: StressStats,
 ) -> None:
-    """Everything a finished ``task`` must satisfy, given the retry budget and wire it ran with
-    (counts its outcome and attempts in ``stats``)."""
+    """Everything a finished ``task`` must satisfy, given the retry budget, wire and transport
+    (``gen.transport``) it ran with (counts its outcome and attempts in ``stats``)."""
     assert task.handle is not None
     outcome = task.handle.outcome
     assert outcome is not None
@@ -81,6 +85,8 @@ def check_task(
     stats.outcomes[label] += 1
     attempts = [a for a in gen.attempts if a.turn_id == task.tid]
     stats.attempts += len(attempts)
+    for a in attempts:
+        stats.attempts_by_transport[a.transport] += 1
     if task.queued_interrupt:
         if outcome.status != "aborted" or attempts:
             _fail(f"a turn interrupted while queued ended {outcome.status} after {len(attempts)} requests")
@@ -91,13 +97,25 @@ def check_task(
     elif outcome.status == "aborted":
         _fail(f"{task.tid}: aborted without an interrupt")
     runs = _retry_runs(attempts)
-    _check_retry_budget(task, outcome, runs, max_retries, interrupted)
-    _check_retry_notices(gen, task, runs, max_retries, interrupted)
+    order = _TRANSPORT_ORDER[gen.transport]
+    _check_retry_budget(task, outcome, runs, max_retries, interrupted, order)
+    _check_fallback(gen, task, runs, max_retries, interrupted, order, stats)
+    _check_retry_notices(gen, task, runs, max_retries, interrupted, order, stats)
     _check_retry_delays(task, runs)
     _check_outcome(gen, task, outcome, attempts, user_tool_names)
     _check_prompts(task, attempts)
     _check_served(gen, task, outcome, attempts, wire, idle, interrupted, stats)
     _check_hangs(gen, task)
+
+
+_TRANSPORT_ORDER: dict[str, tuple[str, ...]] = {
+    "http": ("http",),
+    "websocket": ("websocket",),
+    "auto": ("websocket", "http"),
+}
+"""The transports a session's requests go over, by ``ModelSettings.transport``, in the order it
+moves through them (``"auto"``: WebSocket, then HTTP for good once a request spent its WebSocket
+retry budget). The Chat wire is always ``"http"``."""
 
 
 def _check_interrupted(task: _Task, outcome: Any, attempts: list[_Attempt]) -> None:
@@ -147,7 +165,8 @@ def _decided_seq(task: _Task, outcome: Any, attempts: list[_Attempt]) -> int | N
 
 
 def _retry_runs(attempts: list[_Attempt]) -> list[list[_Attempt]]:
-    """The attempts in runs, each ending at a completed attempt or the turn's end."""
+    """The attempts in runs (one logical request each), each ending at a completed attempt or the
+    turn's end."""
     runs: list[list[_Attempt]] = [[]]
     for a in attempts:
         runs[-1].append(a)
@@ -158,43 +177,145 @@ def _retry_runs(attempts: list[_Attempt]) -> list[list[_Attempt]]:
     return runs
 
 
+def _segments(run: list[_Attempt]) -> list[list[_Attempt]]:
+    """A run's attempts per transport, in order (two segments when it fell back to HTTP)."""
+    segments: list[list[_Attempt]] = []
+    for a in run:
+        if not segments or segments[-1][-1].transport != a.transport:
+            segments.append([])
+        segments[-1].append(a)
+    return segments
+
+
 def _check_retry_budget(
-    task: _Task, outcome: Any, runs: list[list[_Attempt]], max_retries: int, interrupted: bool
+    task: _Task,
+    outcome: Any,
+    runs: list[list[_Attempt]],
+    max_retries: int,
+    interrupted: bool,
+    order: tuple[str, ...],
 ) -> None:
-    """Attempts per request ≤ budget + 1; only retryable failures are retried, until the budget
-    is spent."""
+    """Attempts per request ≤ budget + 1 on each transport; only retryable failures are retried,
+    until the budget is spent; a request moves to the fallback transport only once it spent its
+    budget on the first, and gives up only on the last."""
+    fatal = outcome.error is not None and type(outcome.error).__name__ == "FatalError"
+    seen: list[str] = []
     for n, run in enumerate(runs):
-        if len(run) > max_retries + 1:
-            _fail(f"{task.tid}: {len(run)} attempts for one request, budget {max_retries}")
         for a in run[:-1]:
             if a.outcome not in _RETRYABLE:
                 _fail(f"{task.tid}: retried after a {a.outcome} (not retryable)")
-        last = run[-1]
-        fatal = outcome.error is not None and type(outcome.error).__name__ == "FatalError"
-        if last.outcome in _RETRYABLE and n == len(runs) - 1 and not interrupted and not fatal:
-            if outcome.status != "failed" or len(run) != max_retries + 1:
+        segments = _segments(run)
+        for k, segment in enumerate(segments):
+            transport = segment[0].transport
+            if transport not in order or (seen and order.index(transport) < order.index(seen[-1])):
+                _fail(f"{task.tid}: a request went over {transport} after {seen} (transports {order})")
+            seen.append(transport)
+            if len(segment) > max_retries + 1:
+                _fail(f"{task.tid}: {len(segment)} attempts on {transport} for one request, budget {max_retries}")
+            if k < len(segments) - 1 and len(segment) != max_retries + 1:
                 _fail(
-                    f"{task.tid}: gave up after {len(run)} retryable failures (budget {max_retries}), outcome {outcome!r}"
+                    f"{task.tid}: switched from {transport} after {len(segment)} attempts, budget {max_retries} "
+                    "(a session falls back only once the budget is spent)"
                 )
+        last, segment = run[-1], segments[-1]
+        if last.outcome in _RETRYABLE and n == len(runs) - 1 and not interrupted and not fatal:
+            if outcome.status != "failed" or len(segment) != max_retries + 1:
+                _fail(
+                    f"{task.tid}: gave up after {len(segment)} retryable failures on {last.transport} "
+                    f"(budget {max_retries}), outcome {outcome!r}"
+                )
+            if last.transport != order[-1]:
+                _fail(f"{task.tid}: gave up on {last.transport} with a fallback left ({order})")
+
+
+def _check_fallback(
+    gen: _Gen,
+    task: _Task,
+    runs: list[list[_Attempt]],
+    max_retries: int,
+    interrupted: bool,
+    order: tuple[str, ...],
+    stats: StressStats,
+) -> None:
+    """One ``FallbackWarning`` when a request of the task moved to HTTP, none otherwise (one more
+    if the interrupt landed right after it, before the first HTTP attempt); at most one per
+    session, and only with a fallback to move to."""
+    warnings_ = [e for e, _ in _with_seq(gen, task) if isinstance(e, FallbackWarning)]
+    stats.fallbacks += len(warnings_)
+    switches = sum(len(_segments(run)) - 1 for run in runs)
+    expected = {switches}
+    if interrupted and runs:
+        tail = _segments(runs[-1])[-1]
+        if (
+            tail[0].transport != order[-1]
+            and len(tail) == max_retries + 1
+            and all(a.outcome in _RETRYABLE for a in tail)
+        ):
+            expected.add(switches + 1)  # interrupted after the warning, before the HTTP attempt
+    if len(warnings_) not in expected:
+        _fail(f"{task.tid}: {len(warnings_)} fallback warnings for {switches} switches to HTTP ({gen.transport})")
+    if warnings_ and len(order) < 2:
+        _fail(f"{task.tid}: a fallback warning with transport={gen.transport!r}")
+    if gen.fallbacks > 1:
+        _fail(f"{task.tid}: {gen.fallbacks} fallback warnings in one session (it falls back once, for good)")
+    for w in warnings_:
+        if not w.message.startswith("Falling back from WebSockets to HTTPS transport. "):
+            _fail(f"{task.tid}: bad fallback warning {w!r}")
+
+
+def _notified(retry: int, error: KernelError | None, has_fallback: bool) -> bool:
+    """Whether retry number ``retry`` after ``error`` is announced (``TurnHost.should_notify_stream_retry``):
+    the first retry is quiet while a fallback transport is left, unless the server asked for a
+    delay."""
+    retry_after = error.retry_after if error is not None else None
+    return retry > 1 or not has_fallback or (retry_after or 0.0) > 0
 
 
 def _check_retry_notices(
-    gen: _Gen, task: _Task, runs: list[list[_Attempt]], max_retries: int, interrupted: bool
+    gen: _Gen,
+    task: _Task,
+    runs: list[list[_Attempt]],
+    max_retries: int,
+    interrupted: bool,
+    order: tuple[str, ...],
+    stats: StressStats,
 ) -> None:
-    """One ``StreamRetry`` per retry (one more if interrupted in the backoff), each well-counted."""
-    retries = [e for e, seq in _with_seq(gen, task) if isinstance(e, StreamRetry)]
-    expected_retries = sum(len(r) - 1 for r in runs)
-    if not (expected_retries <= len(retries) <= expected_retries + (1 if interrupted else 0)):
-        _fail(f"{task.tid}: {len(retries)} retry notices for {expected_retries} retries")
-    for e in retries:
+    """One ``StreamRetry`` per announced retry, numbered per transport (the budget restarts after
+    a fallback), in order: retry ``r`` on a transport follows its ``r``-th failed attempt, and the
+    first one is quiet while a fallback is left (unless the error asked for a delay). One more if
+    interrupted in the backoff after it."""
+    notices = [e for e, _ in _with_seq(gen, task) if isinstance(e, StreamRetry)]
+    expected: list[int] = []
+    extra: list[int] = []
+    for run in runs:
+        for segment in _segments(run):
+            has_fallback = segment[0].transport != order[-1]
+            for r in range(1, len(segment)):
+                if _notified(r, segment[r - 1].error, has_fallback):
+                    expected.append(r)
+                else:
+                    stats.quiet_retries += 1
+    if interrupted and runs:
+        tail = _segments(runs[-1])[-1]
+        m, last = len(tail), tail[-1]
+        if last.outcome in _RETRYABLE and m <= max_retries and _notified(m, last.error, tail[0].transport != order[-1]):
+            extra = [m]
+    got = [e.retries for e in notices]
+    if got != expected and not (interrupted and got == expected + extra):
+        _fail(f"{task.tid}: retry notices {got}, expected {expected} (+{extra} if interrupted in the backoff)")
+    for e in notices:
         if not (1 <= e.retries <= max_retries) or e.message != f"Reconnecting... {e.retries}/{max_retries}":
             _fail(f"{task.tid}: bad retry notice {e!r}")
 
 
 def _check_retry_delays(task: _Task, runs: list[list[_Attempt]]) -> None:
-    """A retry waits at least what the failure asked for."""
+    """A retry waits at least what the failure asked for. The first attempt on the fallback
+    transport is not a retry: the sampling loop switches at once (as the seed does), whatever the
+    last WebSocket error asked for."""
     flat = [a for run in runs for a in run]
     for a, b in zip(flat, flat[1:]):
+        if a.transport != b.transport:
+            continue
         if a.outcome in _RETRYABLE and a.error is not None and a.error.retry_after is not None:
             assert a.ended is not None
             if b.started + 0.002 < a.ended + a.error.retry_after:
@@ -239,6 +360,115 @@ def _check_prompts(task: _Task, attempts: list[_Attempt]) -> None:
             _fail(f"{task.tid}: a prompt is not the history at that moment (retries must re-send history)")
 
 
+# ---------------------------------------------------------------------------------------------
+# What the server received
+# ---------------------------------------------------------------------------------------------
+
+_NOT_SENT_OVER_WEBSOCKET = frozenset({"stream", "background"})
+_FRAME_ONLY = frozenset({"type", "previous_response_id"})
+
+
+def _refused(request: RecordedRequest) -> bool:
+    """A WebSocket request continuing a response the server did not remember: answered
+    ``previous_response_not_found`` before its input was read (no ``full_input``, no reply)."""
+    body = request.body
+    return (
+        request.transport == "websocket"
+        and isinstance(body, dict)
+        and "previous_response_id" in body
+        and request.full_input is None
+    )
+
+
+def _received(request: RecordedRequest) -> Any:
+    """The request the server received, as the attempt's body to compare with: an HTTP body as
+    is; a WebSocket frame without ``type`` / ``previous_response_id``, with its whole input (the
+    server's remembered chain, whose output items keep the ids the client never sends back with
+    ``store: false``, then the frame's own input)."""
+    body = request.body
+    if request.transport != "websocket" or not isinstance(body, dict) or request.full_input is None:
+        return body
+    own = body.get("input")
+    full = request.full_input
+    n_chain = len(full) - (len(own) if isinstance(own, list) else 1)
+    chain = [
+        {k: v for k, v in item.items() if k != "id"} if isinstance(item, dict) else item for item in full[:n_chain]
+    ]
+    out = {k: v for k, v in body.items() if k not in _FRAME_ONLY}
+    out["input"] = chain + full[n_chain:]
+    return out
+
+
+def _sent(attempt: _Attempt, transport: str) -> Any:
+    """What ``attempt`` sent, as the server must have received it over ``transport``."""
+    if transport != "websocket":
+        return attempt.body
+    return {k: v for k, v in attempt.body.items() if k not in _NOT_SENT_OVER_WEBSOCKET}
+
+
+def _same_request(request: RecordedRequest, attempt: _Attempt) -> bool:
+    """Whether ``request`` is what ``attempt`` sent (a refused continuation: its fields and, as its
+    input, the end of the attempt's input)."""
+    sent = _sent(attempt, request.transport)
+    if not _refused(request):
+        return bool(_received(request) == sent)
+    frame = {k: v for k, v in request.body.items() if k not in _FRAME_ONLY}
+    own, full = frame.pop("input", None), sent.get("input")
+    rest = {k: v for k, v in sent.items() if k != "input"}
+    return frame == rest and isinstance(own, list) and isinstance(full, list) and full[len(full) - len(own) :] == own
+
+
+def _reply_of(gen: _Gen, request: RecordedRequest) -> Reply:
+    ri = request.reply_index
+    return gen.installed[ri] if ri is not None and ri < len(gen.installed) else _DONE
+
+
+def _previous_on_websocket(gen: _Gen, index: int, wire: str, idle: float) -> _Expect | None:
+    """What the reply to the server's request ``index - 1``, if it went over WebSocket and
+    completed, leaves on its connection for the next request there (``carry`` / ``forgets`` in
+    :data:`~._faults.TRANSPORT_DIFFERENCES`)."""
+    server = gen.server
+    assert server is not None
+    if index <= 0 or index > len(server.requests):
+        return None
+    previous = server.requests[index - 1]
+    if previous.transport != "websocket" or _refused(previous):
+        return None
+    expect = _expect(_reply_of(gen, previous), wire, idle, "websocket")
+    if "completed" not in expect.outcomes:
+        return None  # a response that did not complete drops its connection
+    return expect
+
+
+def _carried(gen: _Gen, index: int, wire: str, idle: float) -> _Expect | None:
+    expect = _previous_on_websocket(gen, index, wire, idle)
+    return expect if expect is not None and expect.carry else None
+
+
+@attrs.frozen
+class _Served:
+    """One request the server received for a task, and what the checks need of it."""
+
+    index: int
+    request: RecordedRequest
+    reply: Reply
+    expect: _Expect
+    carry: frozenset[str]
+    fault: str
+
+
+def _tasks_of(requests: Sequence[RecordedRequest]) -> list[str | None]:
+    """The task of each request; a refused continuation belongs to the request resending it (the
+    next one), its own input may name no task."""
+    tids: list[str | None] = [None] * len(requests)
+    for i in range(len(requests) - 1, -1, -1):
+        if _refused(requests[i]):
+            tids[i] = tids[i + 1] if i + 1 < len(requests) else _task_of(requests[i])
+        else:
+            tids[i] = _task_of(requests[i])
+    return tids
+
+
 def _check_served(
     gen: _Gen,
     task: _Task,
@@ -249,34 +479,166 @@ def _check_served(
     interrupted: bool,
     stats: StressStats,
 ) -> None:
-    """What the server received is exactly the prompts sent, well-formed, and each attempt ended
-    as the reply it was served must make it end (counts the faults served)."""
+    """What the server received is exactly the prompts sent, well-formed, over the transport
+    each attempt went over, and each attempt ended as the reply it was served must make it end
+    on that transport (counts the faults served)."""
     server = gen.server
     assert server is not None
-    mine = [(i, r) for i, r in enumerate(server.requests) if _task_of(r.body) == task.tid]
-    j = 0
-    for i, request in mine:
-        _check_wire_input(request.body, wire, f"{task.tid} request {i}")
-        while j < len(attempts) and attempts[j].body != request.body:
-            j += 1
-        if j == len(attempts):
-            _fail(f"{task.tid}: the server received a request no attempt sent")
-        a = attempts[j]
-        j += 1
-        ri = request.reply_index
-        reply = gen.installed[ri] if ri is not None and ri < len(gen.installed) else _DONE
-        stats.faults_served[_fault_of(reply)] += 1
-        allowed = _allowed_outcomes(reply, wire, idle)
+    served: list[_Served] = []
+    for i, (request, tid) in enumerate(zip(server.requests, _tasks_of(server.requests))):
+        if tid != task.tid:
+            continue
+        where = f"{task.tid} request {i}"
+        if _refused(request):
+            previous = _previous_on_websocket(gen, i, wire, idle)
+            if previous is None or not previous.forgets:
+                _fail(
+                    f"{where}: the server refused to continue a response it should remember (previous_response_not_found)"
+                )
+            served.append(_Served(i, request, _DONE, _REFUSED, frozenset(), "previous_response_not_found"))
+            continue
+        _check_wire_input(_received(request), wire, where)
+        reply = _reply_of(gen, request)
+        carried = _carried(gen, i, wire, idle) if request.transport == "websocket" else None
+        expect = _expect(reply, wire, idle, request.transport)
+        carry = carried.carry if carried is not None else frozenset()
+        served.append(_Served(i, request, reply, expect, carry, _fault_of(reply)))
+    cancel_ok = interrupted or (outcome.error is not None and type(outcome.error).__name__ == "FatalError")
+    alignment = _align(gen, task, served, attempts, wire, idle, cancel_ok)
+    for s, a, role in alignment:
+        stats.faults_served[s.fault] += 1
+        stats.requests_by_transport[s.request.transport] += 1
+        if isinstance(s.request.body, dict) and "previous_response_id" in s.request.body and not _refused(s.request):
+            stats.incremental_requests += 1
+        if role == "resent":
+            stats.websocket_resends += 1
+        elif a.outcome == "StreamError" and "idle timeout" in str(a.error) and a.outcome not in s.expect.outcomes:
+            stats.outcomes["spurious_idle_timeout"] += 1  # real time: the machine stalled (or carried over)
+        if a.rate_limits_seen and role == "final":
+            stats.rate_limit_snapshots[a.transport] += 1
+
+
+def _align(
+    gen: _Gen,
+    task: _Task,
+    served: list[_Served],
+    attempts: list[_Attempt],
+    wire: str,
+    idle: float,
+    cancel_ok: bool,
+) -> list[tuple[_Served, _Attempt, str]]:
+    """Match the requests the server received for ``task`` with the attempts, in order: each
+    attempt owns zero or more consecutive requests, all sent after it began, over its transport,
+    equal to what it sent. Every request but an attempt's last must be one its transport resends
+    without spending the budget (``resend`` in :data:`~._faults.TRANSPORT_DIFFERENCES`: its fault did
+    not end the attempt); the last must have made the attempt end as it did. An attempt owns no
+    request only when it was cancelled before the server read it, or when the previous response
+    on its connection left it to time out unread (``unrecorded``). Returns ``(request, attempt,
+    "resent" | "final")`` triples, with as few resends as the records allow; fails with the deepest
+    mismatch when no match exists."""
+    n_req, n_att = len(served), len(attempts)
+    deepest: list[tuple[int, str]] = [(-1, "")]
+
+    def note(p: int, why: str) -> None:
+        if p > deepest[0][0]:
+            deepest[0] = (p, why)
+
+    def owns(s: _Served, a: _Attempt) -> str | None:
+        if s.request.transport != a.transport:
+            return f"request {s.index} went over {s.request.transport}, the attempt over {a.transport}"
+        if s.index < a.requests_before:
+            return f"request {s.index} was received before the attempt began"
+        if not _same_request(s.request, a):
+            return f"request {s.index} is not what the attempt sent"
+        return None
+
+    def ended_as_served(s: _Served, a: _Attempt) -> str | None:
+        allowed = s.expect.outcomes | s.carry
         if a.outcome == "cancelled":
-            if not (interrupted or (outcome.error is not None and type(outcome.error).__name__ == "FatalError")):
-                _fail(f"{task.tid}: an attempt was cancelled without an interrupt or a fatal tool")
-        elif a.outcome == "StreamError" and "idle timeout" in str(a.error) and a.outcome not in allowed:
-            stats.outcomes["spurious_idle_timeout"] += 1  # real time: the machine stalled
-        elif a.outcome not in allowed:
-            _fail(
-                f"{task.tid}: served {_fault_of(reply)} ({wire}), the attempt ended {a.outcome} "
+            return None if cancel_ok else "an attempt was cancelled without an interrupt or a fatal tool"
+        if a.outcome == "StreamError" and "idle timeout" in str(a.error) and a.outcome not in allowed:
+            return None  # real time: the machine stalled
+        if a.outcome not in allowed:
+            return (
+                f"served {s.fault} ({wire}, {a.transport}), the attempt ended {a.outcome} "
                 f"({a.error!r}); expected one of {sorted(allowed)}"
             )
+        says = s.expect.says
+        if (
+            says is not None
+            and a.outcome in s.expect.outcomes
+            and a.outcome not in s.carry
+            and says not in a.error_text
+        ):
+            return f"served {s.fault} over {a.transport}: the attempt's error {a.error!r} does not say {says!r}"
+        used = a.transport_used
+        incremental = isinstance(s.request.body, dict) and "previous_response_id" in s.request.body
+        if used is not None and (used.name != a.transport or used.incremental != incremental):
+            return (
+                f"request {s.index} went over {s.request.transport} (incremental: {incremental}), the stream "
+                f"says {used!r}, the attempt's transport is {a.transport}"
+            )
+        want = s.expect.rate_limits
+        if a.rate_limits_seen and not want:
+            return f"served {s.fault} over {a.transport}: a rate-limit snapshot in the stream"
+        if want and a.outcome == "completed" and not a.rate_limits_seen:
+            return f"served {s.fault} with rate-limit headers over {a.transport}: no snapshot"
+        return None
+
+    def unrecorded(a: _Attempt) -> str | None:
+        if a.outcome == "cancelled":
+            return None if cancel_ok else "an attempt was cancelled without an interrupt or a fatal tool"
+        if a.transport == "websocket":
+            carried = _carried(gen, a.requests_before, wire, idle)
+            if carried is not None and carried.unrecorded and a.outcome in carried.carry:
+                return None
+        return f"an attempt ({a.transport}) ended {a.outcome} ({a.error!r}) but the server received no request of it"
+
+    memo: dict[tuple[int, int], list[tuple[int, str]] | None] = {}
+
+    def solve(p: int, q: int) -> list[tuple[int, str]] | None:
+        """Requests ``p:`` onto attempts ``q:``: the (attempt, role) of each request, or None."""
+        key = (p, q)
+        if key in memo:
+            return memo[key]
+        result: list[tuple[int, str]] | None = None
+        if q == n_att:
+            if p == n_req:
+                result = []
+            else:
+                note(p, f"the server received request {served[p].index}, which no attempt sent")
+        else:
+            a = attempts[q]
+            why = unrecorded(a)
+            if why is None:
+                result = solve(p, q + 1)
+            elif p == n_req:
+                note(p, why)
+            if result is None and p < n_req:
+                s = served[p]
+                mismatch = owns(s, a)
+                if mismatch is not None:
+                    note(p, mismatch)
+                else:
+                    why = ended_as_served(s, a)
+                    if why is not None:
+                        note(p, why)
+                    else:
+                        rest = solve(p + 1, q + 1)
+                        if rest is not None:
+                            result = [(q, "final"), *rest]
+                    if result is None and s.expect.resend and p + 1 < n_req:
+                        rest = solve(p + 1, q)  # resent: the next request is the same attempt's
+                        if rest is not None:
+                            result = [(q, "resent"), *rest]
+        memo[key] = result
+        return result
+
+    roles = solve(0, 0)
+    if roles is None:
+        _fail(f"{task.tid}: {deepest[0][1]}")
+    assert roles is not None
+    return [(s, attempts[q], role) for s, (q, role) in zip(served, roles)]
 
 
 def _check_hangs(gen: _Gen, task: _Task) -> None:

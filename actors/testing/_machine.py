@@ -15,9 +15,17 @@ bound to ``config`` (subclass it in turn to add your own ``@invariant``). The pa
 it must produce), ``_harness`` (the Trio thread and the instrumented session), ``_invariants`` (the
 checks listed below).
 
-**Rules.** Run a task whose model replies carry random faults (drops at random event offsets,
-429 with 0–50 ms delays, 5xx, stalls beyond the idle timeout, context-window and usage-limit
-errors, malformed SSE, ``response.failed`` / ``error`` / ``incomplete`` terminals) and tool calls
+**Sessions.** Each example draws the session's wire (``config.wires``), its transport
+(``config.transports`` on the Responses wire: ``"http"``, ``"websocket"``, or ``"auto"`` =
+WebSocket with HTTP as the fallback; the Chat wire is HTTP), its retry budget, buffer bound and
+backoff seed; every generation (resume, restart) reopens it with the same settings, so an
+``"auto"`` session starts on WebSocket again.
+
+**Rules.** Run a task whose model replies carry random faults (drops before the first event, at
+random event offsets or after the terminal one, clean stops, WebSocket close frames and
+connection limits, 429 with 0–50 ms delays, 5xx, stalls beyond the idle timeout, context-window
+and usage-limit errors, malformed events, ``response.failed`` / ``error`` / ``incomplete``
+terminals; sometimes rate-limit headers, or one event per write) and tool calls
 that succeed, fail model-visibly (``RespondToModel``, an unexpected exception, bad arguments, an
 unknown tool), fail fatally (``FatalToolError``) or hang; interrupt it at a random point (on a
 text delta = mid-stream, on a tool start = mid-tool, on a retry notice = during the backoff sleep,
@@ -31,13 +39,32 @@ before it starts.
 
 * every tool call in history has exactly one output, after it; history is well-formed;
 * every prompt sent to the model is the history at that moment (so every retry re-sends it), and
-  what the scripted server received (``server.requests[i].body``) is exactly that prompt;
+  what the scripted server received is exactly that prompt, over the attempt's transport: the HTTP
+  body as sent; for a WebSocket ``response.create`` its whole input (``full_input``: the chain the
+  server remembered for ``previous_response_id``, then the frame's own input) and its other fields
+  (the body without ``stream`` / ``background``); the transport the stream names
+  (``TransportUsed``) is the attempt's, incremental exactly when the frame continued a response;
+* each attempt owns the consecutive requests the server recorded for it, sent after it began:
+  all but the last are the WebSocket transport's budget-free resends (a drop before any event on a
+  reused connection, ``websocket_connection_limit_reached``, ``previous_response_not_found``:
+  their fault did not end the attempt); an attempt owns none only if it was cancelled first or a
+  stall the server left on its connection timed it out unread;
 * ``actors.history.resume(rollout).items`` equals the in-memory history; after a crash,
   everything whose ``record()`` had returned is in the resumed history, in order, and dangling
   calls are repaired; after an abrupt cancel nothing even needs repair;
-* attempts per logical request ≤ retry budget + 1; a retryable failure is retried (after at
-  least the delay the server named) until the budget is spent; non-retryable errors are not;
-  each attempt's outcome is what the served reply must produce (a 429 is ``RateLimited``…);
+* attempts per logical request ≤ retry budget + 1 on each transport; a retryable failure is
+  retried (after at least the delay the server named) until the budget is spent; non-retryable
+  errors are not; under ``"auto"`` a request moves to HTTP only once it spent its budget on
+  WebSocket (with exactly one ``FallbackWarning``, at most one per session, none otherwise; the
+  first HTTP attempt goes at once), its retries restart at 0 there, and it gives up only on HTTP;
+* one ``StreamRetry`` per announced retry, numbered per transport: the first retry on a
+  transport with a fallback left is quiet unless the error asked for a delay
+  (``TurnHost.should_notify_stream_retry``);
+* each attempt's outcome is what the served reply must produce on its transport (a 429 is
+  ``RateLimited``…): as on HTTP, except the differences listed in one table,
+  :data:`actors.testing._faults.TRANSPORT_DIFFERENCES` (a clean stop is an idle timeout on
+  WebSocket; rate-limit headers reach the stream on HTTP only; what a reply leaves on a WebSocket
+  connection after its terminal event reaches that connection's next request…);
 * every turn that started ends with exactly one of ``TurnCompleted`` / ``TurnAborted`` /
   ``TurnFailed``, in the events and in the rollout; every ``ToolCallStarted`` gets one
   ``ToolCallFinished``; an interrupted turn ends aborted and makes no new model request;
@@ -54,7 +81,8 @@ is being written in worker threads (``trio.to_thread``) or loopback bytes are in
 delays are kept tiny instead: Retry-After 0–50 ms, backoff scaled by
 :class:`kernel.testing.FastBackoff`, idle timeout 0.2 s (a stall beyond it costs 0.2 s), tool
 sleeps ≤ 50 ms. :data:`STATS` counts what was exercised (faults served by kind, interrupts,
-crashes survived, acknowledged items checked after crashes).
+crashes survived, acknowledged items checked after crashes, sessions per transport, attempts and
+requests per transport, incremental requests, budget-free resends, fallbacks, quiet retries).
 """
 
 from __future__ import annotations
@@ -166,6 +194,7 @@ class SessionStressMachine(RuleBasedStateMachine):
         self.crashed_turns: set[str] = set()
         self.outcomes: list[Any] = []
         self.wire = "responses"
+        self.transport = "http"
         self.max_retries = 0
         self.max_buffer = 64
         self.seed = 0
@@ -184,12 +213,14 @@ class SessionStressMachine(RuleBasedStateMachine):
 
     @initialize(
         wire=_per_config(lambda machine: st.sampled_from(machine.config.wires)),
+        transport=_per_config(lambda machine: st.sampled_from(machine.config.transports)),
         max_retries=_per_config(lambda machine: st.integers(*machine.config.max_retries)),
         max_buffer=st.sampled_from([1, 4, 16, 64, 1024]),
         seed=st.integers(0, 2**32 - 1),
     )
-    def open_first(self, wire: str, max_retries: int, max_buffer: int, seed: int) -> None:
+    def open_first(self, wire: str, transport: str, max_retries: int, max_buffer: int, seed: int) -> None:
         self.wire, self.max_retries, self.max_buffer, self.seed = wire, max_retries, max_buffer, seed
+        self.transport = transport if wire == "responses" else "http"  # Chat Completions: HTTP only
         self.runner.call(self._open, self.dir / "rollout-0.jsonl", False)
 
     async def _open(self, rollout: Path, resume_: bool) -> None:
@@ -197,7 +228,8 @@ class SessionStressMachine(RuleBasedStateMachine):
         before = None
         if resume_:
             before = await trio.to_thread.run_sync(_quiet_resume, rollout)
-        gen = _Gen(self.gen_no, rollout, resume_)
+        gen = _Gen(self.gen_no, rollout, resume_, transport=self.transport)
+        self.stats.transports[f"{self.wire}:{self.transport}"] += 1
         self.gen_no += 1
         gen.baseline = baseline
         self.files.append(rollout)
@@ -233,7 +265,10 @@ class SessionStressMachine(RuleBasedStateMachine):
                         wire=self.wire,  # type: ignore[arg-type]
                         idle_timeout=cfg.idle_timeout,
                         stream_max_retries=self.max_retries,
-                        transport="http",
+                        transport=self.transport,  # type: ignore[arg-type]
+                        # window refusals are checked as the seed has them (the turn fails);
+                        # compaction has its own tests (tests/actors/test_compaction.py)
+                        compaction="off",
                     )
                     spec = SessionSpec(
                         gen.settings, self.registry, gen.rollout, gen.resume, self.max_retries, self.max_buffer

@@ -77,7 +77,7 @@ def settings(base_url: str, **kw: Any) -> ModelSettings:
 
 @asynccontextmanager
 async def running(script: Script, rollout: Path | None = None, **session_kw: Any) -> AsyncIterator[tuple[Any, Session]]:
-    model_kw = {k: session_kw.pop(k) for k in ("idle_timeout", "wire", "transport") if k in session_kw}
+    model_kw = {k: session_kw.pop(k) for k in ("idle_timeout", "wire", "transport", "compaction") if k in session_kw}
     async with open_scripted_server(script) as server:
         async with open_session(
             model=settings(server.base_url, **model_kw), tools=registry, rollout=rollout, **session_kw
@@ -262,7 +262,9 @@ NOT_RETRIED = {
 @pytest.mark.parametrize("name", sorted(NOT_RETRIED))
 async def test_non_retryable_faults_fail_at_once(name: str, autojump_clock: trio.testing.MockClock) -> None:
     fault, error_type = NOT_RETRIED[name]
-    async with running(Script([fault, OK_REPLY])) as (server, session):
+    # (compaction off: the seed's behaviour, a window refusal fails the turn; with it, see
+    # tests/actors/test_compaction.py)
+    async with running(Script([fault, OK_REPLY]), compaction="off") as (server, session):
         async with session.subscribe() as events:
             outcome = await session.run("hello")
             seen = events.take_nowait()

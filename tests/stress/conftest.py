@@ -29,7 +29,22 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         "repaired_calls",
         "torn_rollouts",
         "restarts",
+        "incremental_requests",
+        "websocket_resends",
+        "fallbacks",
+        "quiet_retries",
     ):
         terminalreporter.write_line(f"{key}: {counts[key]}")
-    for key in ("outcomes", "faults_served", "interrupts", "crashes", "tool_modes", "subscribers"):
+    for key in (
+        "outcomes",
+        "faults_served",
+        "interrupts",
+        "crashes",
+        "tool_modes",
+        "subscribers",
+        "transports",
+        "attempts_by_transport",
+        "requests_by_transport",
+        "rate_limit_snapshots",
+    ):
         terminalreporter.write_line(f"{key}: {json.dumps(counts[key], sort_keys=True)}")

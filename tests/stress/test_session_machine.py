@@ -1,6 +1,8 @@
 """The stateful stress test: a real session over loopback under random faults, interrupts,
-crashes and slow subscribers. The machine lives in :mod:`actors.testing` so users can run it
-against their own session factory and tools; the second machine here does exactly that."""
+crashes and slow subscribers, over each transport (HTTP, WebSocket, and ``"auto"``: WebSocket
+falling back to HTTP; drawn per session with the wire). The machine lives in
+:mod:`actors.testing` so users can run it against their own session factory and tools; the second
+machine here does exactly that."""
 
 from __future__ import annotations
 
