@@ -1,17 +1,23 @@
 """trio-agent-kernel's runtime: the actors, the real transports and the scripted model server.
 
 One package per actor, each started by a nursery (``open_*`` context managers): ``model`` (the
-ModelActor, its transports behind the ``ModelTransport`` seam — HTTP+SSE by default — and the
-Responses and Chat Completions wire codecs), ``tools`` (the ToolActor, the ``@tool`` registry,
+ModelActor, its transports behind the ``ModelTransport`` seam — Responses over WebSocket with
+HTTP+SSE behind it by default — and the Responses and Chat Completions wire codecs), ``tools`` (the ToolActor, the ``@tool`` registry,
 ``tools.approvals`` and the built-in ``shell`` and ``apply_patch`` tools in ``tools.builtin``),
-``history`` (the ordered log and the JSONL rollout), ``notify`` (fan-out of events to subscribers);
+``history`` (the ordered log and the JSONL rollout), ``compaction`` (shortening a history that
+outgrows the context window), ``notify`` (fan-out of events to subscribers);
 ``session`` wires them (``open_session``); ``secrets`` keeps secret values out of everything recorded
 (``Redactor``). Around them: ``scripted`` (the scripted model server),
 ``testing`` (the session stress machine), ``batch`` (batch runs, local and Ray) and ``cli`` (the
 ``agent-kernel`` command line). This file re-exports every public name once.
 """
 
+from .compaction import (
+    CompactionFailed as CompactionFailed,
+    SessionCompactor as SessionCompactor,
+)
 from .history import (
+    Compaction as Compaction,
     HistoryActor as HistoryActor,
     HistoryClient as HistoryClient,
     HistoryClosed as HistoryClosed,
@@ -28,6 +34,7 @@ from .model import (
     ModelActor as ModelActor,
     ModelSettings as ModelSettings,
     ModelTransport as ModelTransport,
+    WebSocketTransport as WebSocketTransport,
     open_model_actor as open_model_actor,
 )
 from .notify import (

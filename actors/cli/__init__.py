@@ -184,6 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_history)
 
     p = sub.add_parser(
+        "compact",
+        parents=[_model_options()],
+        help="compact a rollout's history now",
+        description="Compact a saved session's history (remote /responses/compact where the endpoint serves it, "
+        "else a summary by the model) and record it in the rollout; resume and history start from it.",
+    )
+    p.add_argument("rollout_path", metavar="ROLLOUT", help="the rollout (.jsonl) to compact")
+    p.add_argument(
+        "--mode",
+        choices=("auto", "remote", "local"),
+        default="auto",
+        help="auto (default: remote on the Responses wire where served, else local), remote or local",
+    )
+    p.set_defaults(func=_cmd_compact)
+
+    p = sub.add_parser(
         "batch",
         parents=[_model_options()],
         help="run a JSONL file of tasks, many sessions at once, one result record per task",
@@ -227,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--script", metavar="FILE", help="JSON script (default: every request gets 'Done.')")
+    p.add_argument(
+        "--context-window", type=int, metavar="N", help="refuse inputs above N tokens (bytes/4), as services do"
+    )
+    p.add_argument("--no-compact", action="store_true", help="answer /v1/responses/compact with 404")
     p.set_defaults(func=_cmd_serve_scripted)
 
     p = sub.add_parser(
@@ -288,6 +308,18 @@ def _cmd_history(args: Any, console: Console) -> int:
     return 0
 
 
+def _cmd_compact(args: Any, console: Console) -> int:
+    import trio
+
+    from ._compact import run_compact
+    from ._run import CliError
+
+    path = Path(args.rollout_path).expanduser().absolute()
+    if not path.is_file():
+        raise CliError(f"{args.rollout_path}: no such rollout file", status=2)
+    return trio.run(run_compact, args, console, path)
+
+
 def _cmd_batch(args: Any, console: Console) -> int:
     import trio
 
@@ -302,6 +334,10 @@ def _cmd_serve_scripted(args: Any, console: Console) -> int:
     argv = ["--port", str(args.port), "--host", args.host]
     if args.script:
         argv += ["--script", args.script]
+    if args.context_window is not None:
+        argv += ["--context-window", str(args.context_window)]
+    if args.no_compact:
+        argv += ["--no-compact"]
     return serve(argv)
 
 
