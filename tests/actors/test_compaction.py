@@ -167,3 +167,42 @@ async def test_server_side_compaction_drops_what_precedes_the_compaction_item(
     assert outcome.last_agent_message == "All 10 parts read."
     assert server.server_compactions >= 1 and server.window_refusals == 0
     assert {e.mode for e in events if isinstance(e, CompactionFinished)} == {"server"}
+
+
+async def test_after_a_compaction_the_websocket_starts_a_new_chain(autojump_clock: trio.testing.MockClock) -> None:
+    model = Model(calls=10)
+    outcome, events, server = await _run(model, transport="websocket")
+    assert outcome.status == "completed"
+    sent_after_compaction = []
+    waiting = False
+    for e in events:
+        if isinstance(e, CompactionFinished):
+            waiting = True
+        elif waiting and type(e).__name__ == "RequestSent":
+            sent_after_compaction.append(e.incremental)
+            waiting = False
+    assert sent_after_compaction and not any(sent_after_compaction)  # the full input, no previous_response_id
+    assert any(type(e).__name__ == "RequestSent" and e.incremental for e in events)
+
+
+async def test_an_interrupt_during_compaction_leaves_the_old_history(autojump_clock: trio.testing.MockClock) -> None:
+    slow_summary = Reply(items=["a summary that takes its time " * 5], delta_delay=1.0)
+    model = Model(calls=10)
+
+    def router(request: RecordedRequest) -> Reply | str:
+        if _last_user_text(request).strip() == COMPACTION_PROMPT.strip():
+            return slow_summary
+        return model(request)
+
+    async with open_scripted_server(router, context_window=WINDOW, compact=False) as server:
+        async with open_session(model=settings(server.base_url, transport="http"), tools=[read]) as session:
+            async with session.stream("read the whole report") as turn:
+                async for event in turn:
+                    if isinstance(event, CompactionStarted):
+                        before = await session.history()
+                        turn.interrupt()
+            assert turn.outcome is not None and turn.outcome.status == "aborted"
+            after = await session.history()
+    assert after == before  # the summary never came: the history is the one before the compaction
+    assert_well_formed(after)
+    assert server.compactions == 0
