@@ -4,6 +4,9 @@ See :func:`session_stress_machine` and :class:`SessionStressMachine`. Each examp
 session's wire and, on the Responses wire, its transport (``StressConfig.transports``: HTTP,
 WebSocket, or ``"auto"``: WebSocket falling back to HTTP); the invariants hold on each, with the
 transports' legitimate differences in one table (``actors.testing._faults.TRANSPORT_DIFFERENCES``).
+With ``StressConfig.compaction`` (default on) each example also draws the session's compaction
+mode and sometimes a small context window, and compacts on demand between turns: the
+acknowledged history restarts at each compaction's replacement.
 """
 
 from ._config import (

@@ -93,6 +93,24 @@ class StressStats:
     """Retries announced by no ``StreamRetry`` (the first one while a fallback is left)."""
     rate_limit_snapshots: Counter[str] = attrs.field(factory=Counter)
     """Attempts whose stream carried a rate-limit snapshot, by transport."""
+    compactions: Counter[str] = attrs.field(factory=Counter)
+    """Compactions that replaced the history, by ``mode:reason`` (``local:window``…)."""
+    compaction_failures: Counter[str] = attrs.field(factory=Counter)
+    """Compactions that failed (the history unchanged), by reason."""
+    compaction_settings: Counter[str] = attrs.field(factory=Counter)
+    """Sessions opened, by ``ModelSettings.compaction`` and whether the server had a small window."""
+    summary_requests: int = 0
+    """Local compactions' summary requests (the model asked for a summary: not turn attempts)."""
+    compact_requests: int = 0
+    """``POST /responses/compact`` requests the server received (remote compactions)."""
+    window_refusals: int = 0
+    """Requests of turns the server refused for its context window."""
+    window_retries: int = 0
+    """Requests retried once, outside the budget, after a window refusal compaction answered."""
+    request_tokens: Counter[str] = attrs.field(factory=Counter)
+    """Turn requests the server received, by its estimate of their input (tokens)."""
+    crash_during_compaction: Counter[str] = attrs.field(factory=Counter)
+    """Hard crashes while a replacement was being written, by what the rollout held (old / new)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready counts."""
@@ -131,6 +149,15 @@ class StressConfig:
     stats: StressStats = STATS
     max_examples: int | None = None
     """Examples per run; default: 30 % of the active Hypothesis profile's ``max_examples``."""
+    compaction: bool = True
+    """Draw ``ModelSettings.compaction`` per session among ``"off"``, ``"auto"`` (remote on the
+    Responses wire, local on Chat) and ``"local"``, sometimes with a small context window (on the
+    scripted server and in the settings), and compact on demand between turns; ``False``: every
+    session has ``compaction="off"`` and no window."""
+    context_windows: tuple[int, ...] = (500, 800, 1500)
+    """The small context windows (tokens) drawn when compaction is on (the machine's histories
+    grow to a few thousand estimated tokens in an example: these make the server refuse and the
+    session compact sometimes, not always)."""
 
     @transports.validator
     def _check_transports(self, _attribute: Any, value: tuple[str, ...]) -> None:

@@ -18,6 +18,7 @@ import attrs
 from hypothesis import strategies as st
 
 from kernel import (
+    CompactionStarted,
     ItemCompleted,
     ReasoningDelta,
     StreamRetry,
@@ -265,6 +266,7 @@ _TRIGGER_EVENTS: dict[str, tuple[type, ...]] = {
     "retry": (StreamRetry,),
     "item": (ItemCompleted,),
     "reasoning": (ReasoningDelta,),
+    "compaction": (CompactionStarted,),  # a threshold or window compaction in a turn
 }
 
 _triggers = st.builds(
@@ -281,6 +283,7 @@ _triggers = st.builds(
             "tool_finished",
             "tool_input",
             "reasoning",
+            "compaction",
         ]
     ),
     st.sampled_from([1, 1, 1, 2, 3]),

@@ -21,6 +21,8 @@ import attrs
 import trio
 
 from kernel import (
+    CompactionFinished,
+    CompactionStarted,
     Completed,
     Event,
     FallbackWarning,
@@ -33,8 +35,11 @@ from kernel import (
     TurnFailed,
     TurnStarted,
 )
+from kernel.compaction import COMPACTION_PROMPT
+from kernel.items import Message
 from kernel.prompt import Prompt
 from kernel.stream import FallbackTransport, RateLimitsSnapshot, TransportUsed
+from kernel.testing import well_formed_violations
 
 from ..history import resume
 from ..model import ModelSettings
@@ -134,6 +139,7 @@ class _Attempt:
     end_seq: int | None = None  # when the outcome was decided
     rate_limits_seen: bool = False  # its stream carried a rate-limit snapshot
     transport_used: TransportUsed | None = None  # what its stream said served it
+    summary: bool = False  # a local compaction's summary request (not a turn attempt)
 
     @property
     def error_text(self) -> str:
@@ -162,6 +168,7 @@ class _Task:
     final_acked: bool = False  # the final event's write was acknowledged (publish returned)
     crashed: bool = False
     queued_interrupt: bool = False
+    compaction_failed_seq: int | None = None  # a compaction in the turn published its failure
 
 
 @attrs.define(eq=False)
@@ -173,6 +180,19 @@ class _Crash:
     task: _Task | None
     decided: bool = False  # the turn had already published its final event
     seq: int = 0  # when the crash landed (compared with when the turn's outcome was decided)
+    replacing: list[ResponseItem] | None = None  # a compaction's replacement being written then
+
+
+@attrs.define(eq=False)
+class _Compaction:
+    """One compaction, from its ``CompactionStarted`` to its ``CompactionFinished``."""
+
+    tid: str | None  # the turn it ran in (``None``: on demand, between turns)
+    reason: str
+    start_seq: int
+    finish_seq: int | None = None
+    mode: str | None = None
+    error: str | None = None
 
 
 @attrs.define(eq=False)
@@ -219,6 +239,10 @@ class _Gen:
     baseline: set[int] = attrs.field(factory=set)
     installed: list[Reply] = attrs.field(factory=list)
     reply_owner: dict[int, _ReplySpec] = attrs.field(factory=dict)
+    all_acked: list[ResponseItem] = attrs.field(factory=list)  # every item acknowledged, compactions or not
+    replacing: list[ResponseItem] | None = None  # a compaction's replacement being written now
+    compactions: list[_Compaction] = attrs.field(factory=list)
+    violations: list[str] = attrs.field(factory=list)  # found where raising would not reach the machine
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -254,8 +278,32 @@ class _AckHistory:
         items = list(items)
         await self.inner.record(items)
         self.gen.acked.extend(items)
+        self.gen.all_acked.extend(items)
         self.gen.file_items.extend(items)
         self.gen.on_acked()
+
+    async def replace(self, items: Sequence[ResponseItem], **kwargs: Any) -> None:
+        """A compaction replaces the history: once ``replace()`` returned, the acknowledged history
+        restarts from ``items`` (old history or new on a crash meanwhile, never a mix). The
+        replacement must be well-formed and keep the latest user message."""
+        gen = self.gen
+        items = list(items)
+        old = gen.base + gen.acked
+        problems = well_formed_violations(items)
+        if problems:
+            gen.violations.append(f"a compaction's replacement history is not well-formed: {problems}")
+        latest = _latest_user_text(old)
+        if latest is not None and latest not in [_user_text(i) for i in items]:
+            gen.violations.append(f"a compaction's replacement lost the latest user message {latest!r}")
+        gen.replacing = items
+        try:
+            await self.inner.replace(items, **kwargs)
+        finally:
+            gen.replacing = None
+        gen.base = []
+        gen.acked = list(items)
+        gen.file_items = list(items)
+        gen.on_acked()
 
     async def prompt_input(self) -> list[ResponseItem]:
         result: list[ResponseItem] = await self.inner.prompt_input()
@@ -325,6 +373,7 @@ class _RecordingClient:
             json.loads(encode_body(gen.settings, prompt)),
             gen.current_transport(),
             len(gen.server.requests) if gen.server is not None else 0,
+            summary=_is_summary_prompt(list(prompt.input)),
         )
         async with self.inner.stream(prompt) as batches:
             # counted only once handed to the transport
@@ -362,6 +411,16 @@ class _WatchingSink:
                 gen.current = task
                 if task is not None:
                     task.started_seq = seq
+            elif isinstance(event, CompactionStarted):
+                tid = gen.current.tid if gen.current is not None else None
+                gen.compactions.append(_Compaction(tid, event.reason, seq))
+            elif isinstance(event, CompactionFinished):
+                if gen.compactions and gen.compactions[-1].finish_seq is None:
+                    done_ = gen.compactions[-1]
+                    done_.finish_seq, done_.mode, done_.error = seq, event.mode, event.error
+                    if event.error is not None and gen.current is not None:
+                        if gen.current.compaction_failed_seq is None:
+                            gen.current.compaction_failed_seq = seq
             elif isinstance(event, FallbackWarning):
                 gen.fallbacks += 1
                 if gen.fallback_seq is None:
@@ -422,6 +481,62 @@ class _WatchingSink:
 async def _after(delay: float, action: Callable[[], None]) -> None:
     await trio.sleep(delay)
     action()
+
+
+def _user_text(item: Any) -> str | None:
+    """A user message's text (``None`` for any other item)."""
+    if isinstance(item, Message) and item.role == "user":
+        return item.text()
+    return None
+
+
+def _latest_user_text(items: Sequence[ResponseItem]) -> str | None:
+    """The text of the latest task prompt in ``items`` (compaction summaries and handoff notes
+    are not task prompts)."""
+    for item in reversed(items):
+        text = _user_text(item)
+        if text is not None and re.match(r"task g\d+t\d+:", text):
+            return text
+    return None
+
+
+def _is_summary_prompt(items: Sequence[ResponseItem]) -> bool:
+    """Whether a prompt's last user message is the compaction prompt (a local summary request)."""
+    for item in reversed(items):
+        text = _user_text(item)
+        if text is not None:
+            return text == COMPACTION_PROMPT
+    return False
+
+
+def _wire_user_text(item: Any) -> str | None:
+    if not isinstance(item, dict) or item.get("role") != "user":
+        return None
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return None
+
+
+def is_summary_request(request: RecordedRequest) -> bool:
+    """A streaming request whose last user message is :data:`~kernel.compaction.COMPACTION_PROMPT`
+    (a local compaction's summary request)."""
+    body = request.body
+    if request.full_input is not None:
+        items: Any = request.full_input
+    elif isinstance(body, dict):
+        items = body.get("input") if "input" in body else body.get("messages")
+    else:
+        items = None
+    if not isinstance(items, list):
+        return False
+    for item in reversed(items):
+        text = _wire_user_text(item)
+        if text is not None:
+            return text == COMPACTION_PROMPT
+    return False
 
 
 def _task_of(request: RecordedRequest) -> str | None:

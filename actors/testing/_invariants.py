@@ -42,7 +42,20 @@ from ..history import ABORTED_OUTPUT_TEXT
 from ..scripted import RecordedRequest, Reply
 from ._config import STRESS_API_KEY, StressStats
 from ._faults import _DONE, _REFUSED, _Expect, _expect, _fault_of
-from ._harness import _FINALS, _PER_TURN_TASKS, _all_tasks, _Attempt, _Crash, _format, _Gen, _Sub, _Task, _task_of
+from ._harness import (
+    _FINALS,
+    _PER_TURN_TASKS,
+    _all_tasks,
+    _Attempt,
+    _Compaction,
+    _Crash,
+    _format,
+    _Gen,
+    _Sub,
+    _Task,
+    _task_of,
+    is_summary_request,
+)
 
 _RETRYABLE = frozenset({"StreamError", "ServerError", "RateLimited"})
 
@@ -83,7 +96,16 @@ def check_task(
     assert outcome is not None
     label = outcome.status if outcome.error is None else f"failed:{type(outcome.error).__name__}"
     stats.outcomes[label] += 1
-    attempts = [a for a in gen.attempts if a.turn_id == task.tid]
+    attempts = [a for a in gen.attempts if a.turn_id == task.tid and not a.summary]
+    stats.summary_requests += sum(1 for a in gen.attempts if a.turn_id == task.tid and a.summary)
+    compactions = [c for c in gen.compactions if c.tid == task.tid]
+    for c in compactions:
+        if c.finish_seq is None:
+            continue
+        if c.error is None:
+            stats.compactions[f"{c.mode}:{c.reason}"] += 1
+        else:
+            stats.compaction_failures[f"{c.reason}:{_why(c.error)}"] += 1
     stats.attempts += len(attempts)
     for a in attempts:
         stats.attempts_by_transport[a.transport] += 1
@@ -96,7 +118,8 @@ def check_task(
         _check_interrupted(task, outcome, attempts)
     elif outcome.status == "aborted":
         _fail(f"{task.tid}: aborted without an interrupt")
-    runs = _retry_runs(attempts)
+    runs = _retry_runs(attempts, compactions)
+    stats.window_retries += _check_window_retries(task, runs, compactions)
     order = _TRANSPORT_ORDER[gen.transport]
     _check_retry_budget(task, outcome, runs, max_retries, interrupted, order)
     _check_fallback(gen, task, runs, max_retries, interrupted, order, stats)
@@ -157,6 +180,10 @@ def _decided_seq(task: _Task, outcome: Any, attempts: list[_Attempt]) -> int | N
     if err is not None and type(err).__name__ == "FatalError":
         marks = [s for s in (task.fatal_raised_seq, task.fatal_seq) if s is not None]
         return min(marks) if marks else None
+    if err is not None and type(err).__name__ == "CompactionFailed":
+        # decided when the compaction's own request failed (or, failing without one, when its
+        # failure was published)
+        return task.compaction_failed_seq
     if err is not None:
         return next((a.end_seq for a in attempts if a.error is err), None)
     if attempts and attempts[-1].outcome == "completed":
@@ -164,17 +191,51 @@ def _decided_seq(task: _Task, outcome: Any, attempts: list[_Attempt]) -> int | N
     return None
 
 
-def _retry_runs(attempts: list[_Attempt]) -> list[list[_Attempt]]:
-    """The attempts in runs (one logical request each), each ending at a completed attempt or the
-    turn's end."""
+def _retry_runs(attempts: list[_Attempt], compactions: Sequence[_Compaction] = ()) -> list[list[_Attempt]]:
+    """The attempts in runs (one logical request each, with its own retry budget), each ending at
+    a completed attempt, at a window refusal that a compaction answered (the request is then
+    retried once, outside the budget: a run of its own), or at the turn's end."""
     runs: list[list[_Attempt]] = [[]]
-    for a in attempts:
+    for k, a in enumerate(attempts):
         runs[-1].append(a)
-        if a.outcome == "completed":
+        if a.outcome == "completed" or _window_compacted(a, attempts[k + 1 : k + 2], compactions):
             runs.append([])
     if not runs[-1]:
         runs.pop()
     return runs
+
+
+def _window_compacted(a: _Attempt, following: list[_Attempt], compactions: Sequence[_Compaction]) -> bool:
+    """Whether attempt ``a`` was refused for the window and a compaction for that reason replaced
+    the history before the next attempt."""
+    if a.outcome != "ContextWindowExceeded" or a.end_seq is None:
+        return False
+    until = following[0].begin_seq if following else None
+    return any(
+        c.reason == "window"
+        and c.error is None
+        and c.start_seq > a.end_seq
+        and c.finish_seq is not None
+        and (until is None or c.finish_seq < until)
+        for c in compactions
+    )
+
+
+def _check_window_retries(task: _Task, runs: list[list[_Attempt]], compactions: Sequence[_Compaction]) -> int:
+    """A window refusal is answered by one compaction and one retry of the request: never two in
+    a row for one request. Returns the retries."""
+    retries = 0
+    retried = False
+    for n, run in enumerate(runs):
+        window = _window_compacted(run[-1], runs[n + 1][:1] if n + 1 < len(runs) else [], compactions)
+        if window and retried:
+            _fail(f"{task.tid}: a request refused for the window was compacted and retried twice")
+        retries += window
+        retried = window
+    failed = [c for c in compactions if c.reason == "window" and c.finish_seq is not None]
+    if len(failed) > retries + sum(1 for c in failed if c.error is not None):
+        _fail(f"{task.tid}: {len(failed)} window compactions for {retries} retries")
+    return retries
 
 
 def _segments(run: list[_Attempt]) -> list[list[_Attempt]]:
@@ -337,13 +398,17 @@ def _check_outcome(
         if type(err).__name__ == "FatalError":
             fatal_calls = [
                 i
-                for i in gen.acked
+                for i in gen.all_acked
                 if isinstance(i, KFunctionCall)
                 and i.call_id.startswith(task.tid)
                 and ('"mode": "fatal"' in i.arguments or i.name in user_tool_names)
             ]
             if not fatal_calls:
                 _fail(f"{task.tid}: FatalError {err} without a fatal tool call")
+        elif type(err).__name__ == "CompactionFailed":
+            failed = [c for c in gen.compactions if c.tid == task.tid and c.error is not None]
+            if not failed or failed[-1].error != str(err):
+                _fail(f"{task.tid}: failed with {err!r} but no compaction of the turn failed so")
         elif not attempts or attempts[-1].error is not err:
             _fail(f"{task.tid}: failed with {err!r}, not the last attempt's error")
         if type(err).__name__ == "ContextWindowExceeded" and (
@@ -431,8 +496,11 @@ def _previous_on_websocket(gen: _Gen, index: int, wire: str, idle: float) -> _Ex
     assert server is not None
     if index <= 0 or index > len(server.requests):
         return None
-    previous = server.requests[index - 1]
-    if previous.transport != "websocket" or _refused(previous):
+    index -= 1
+    while index > 0 and server.requests[index].endpoint == "compact":
+        index -= 1  # a remote compaction goes over HTTP: the WebSocket connection stays as it was
+    previous = server.requests[index]
+    if previous.transport != "websocket" or _refused(previous) or previous.window_refused:
         return None
     expect = _expect(_reply_of(gen, previous), wire, idle, "websocket")
     if "completed" not in expect.outcomes:
@@ -455,6 +523,27 @@ class _Served:
     expect: _Expect
     carry: frozenset[str]
     fault: str
+
+
+def _why(error: str) -> str:
+    """A failed compaction's cause, for the stats."""
+    if "could not shrink" in error:
+        return "no-shrink"
+    if "empty summary" in error:
+        return "empty-summary"
+    return "request-failed"
+
+
+def _bucket(tokens: int) -> str:
+    """A request size bucket for the stats (``<250``, ``<500``, ``<1000``, ``<2000``, ``<4000``, ``>=4000``)."""
+    for bound in (250, 500, 1000, 2000, 4000):
+        if tokens < bound:
+            return f"<{bound}"
+    return ">=4000"
+
+
+_WINDOW_REFUSED = _Expect(frozenset({"ContextWindowExceeded"}), None, False, frozenset(), False, False, False)
+"""A request the server refused for its context window (it consumed no reply)."""
 
 
 def _tasks_of(requests: Sequence[RecordedRequest]) -> list[str | None]:
@@ -488,7 +577,18 @@ def _check_served(
     for i, (request, tid) in enumerate(zip(server.requests, _tasks_of(server.requests))):
         if tid != task.tid:
             continue
+        if request.endpoint == "compact":
+            stats.compact_requests += 1  # a remote compaction, not a turn attempt
+            continue
+        if is_summary_request(request):
+            continue  # a local compaction's summary request, not a turn attempt
         where = f"{task.tid} request {i}"
+        if request.input_tokens is not None:
+            stats.request_tokens[_bucket(request.input_tokens)] += 1
+        if request.window_refused:
+            stats.window_refusals += 1
+            served.append(_Served(i, request, _DONE, _WINDOW_REFUSED, frozenset(), "window_refused"))
+            continue
         if _refused(request):
             previous = _previous_on_websocket(gen, i, wire, idle)
             if previous is None or not previous.forgets:
@@ -697,7 +797,7 @@ def _with_seq(gen: _Gen, task: _Task) -> list[tuple[Event, int]]:
 
 
 def _arguments_of(gen: _Gen, call_id: str) -> str:
-    for item in gen.acked:
+    for item in gen.all_acked:
         if isinstance(item, KFunctionCall) and item.call_id == call_id:
             return item.arguments
         if isinstance(item, KCustomToolCall) and item.call_id == call_id:
@@ -851,7 +951,7 @@ def check_cancelled_turn(gen: _Gen, crash: _Crash) -> None:
     outcome = task.handle.outcome if task.handle else None
     if outcome is not None and outcome.status == "aborted":
         return
-    attempts = [a for a in gen.attempts if a.turn_id == task.tid]
+    attempts = [a for a in gen.attempts if a.turn_id == task.tid and not a.summary]
     decided = None if outcome is None else _decided_seq(task, outcome, attempts)
     if decided is None or decided > crash.seq:
         _fail(f"a turn cancelled with its session ended {outcome!r}, not aborted")
@@ -865,12 +965,24 @@ def check_replay_after_cancel(gen: _Gen, resumed: Any) -> None:
         _fail(f"an abrupt cancel left dangling calls: {resumed.added!r}")
 
 
-def check_replay_after_hard_crash(crash: _Crash, resumed: Any) -> None:
+def check_replay_after_hard_crash(crash: _Crash, resumed: Any, stats: StressStats | None = None) -> None:
     """Everything acknowledged before a hard crash is resumed, in order, well-formed, with
-    dangling calls repaired as aborted."""
+    dangling calls repaired as aborted. The acknowledged items restart at each acknowledged
+    compaction (its replacement); a compaction being written at the crash leaves the old history
+    or the new one, never a mix."""
     acked = crash.file_items
-    if list(resumed.recorded[: len(acked)]) != acked:
-        _fail(f"a hard crash lost acknowledged items: {len(acked)} acked, resumed {len(resumed.recorded)}")
+    recorded = list(resumed.recorded)
+    new = crash.replacing
+    if new is not None and recorded == new:
+        if stats is not None:
+            stats.crash_during_compaction["new"] += 1
+    elif recorded[: len(acked)] != acked:
+        _fail(
+            f"a hard crash lost acknowledged items: {len(acked)} acked, resumed {len(resumed.recorded)}"
+            + (" (a compaction in flight: neither the old history nor the new one)" if new is not None else "")
+        )
+    elif new is not None and stats is not None:
+        stats.crash_during_compaction["old"] += 1
     problems = well_formed_violations(list(resumed.items))
     if problems:
         _fail(f"resume after a hard crash is not well-formed: {problems}")

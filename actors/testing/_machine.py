@@ -19,7 +19,12 @@ checks listed below).
 (``config.transports`` on the Responses wire: ``"http"``, ``"websocket"``, or ``"auto"`` =
 WebSocket with HTTP as the fallback; the Chat wire is HTTP), its retry budget, buffer bound and
 backoff seed; every generation (resume, restart) reopens it with the same settings, so an
-``"auto"`` session starts on WebSocket again.
+``"auto"`` session starts on WebSocket again. With ``config.compaction`` (the default) it also
+draws ``ModelSettings.compaction`` (``"off"``, ``"auto"``: remote via ``/responses/compact`` on
+the Responses wire, local on Chat; or ``"local"``: a summary request) and sometimes a small
+context window (``config.context_windows``) for the scripted server, which refuses a larger
+request with ``context_length_exceeded``; the session knows that window (it compacts before a
+request past 90 % of it, and after a refusal) or not (it compacts only after a refusal).
 
 **Rules.** Run a task whose model replies carry random faults (drops before the first event, at
 random event offsets or after the terminal one, clean stops, WebSocket close frames and
@@ -33,11 +38,15 @@ at once or after a few ms); crash the session mid-task — either a *hard* crash
 as the OS had it at that instant, optionally torn after the last acknowledged write, is all that
 survives) or an *abrupt cancel* of the session's scope — then ``resume`` from the rollout; restart
 cleanly; attach and detach slow subscribers (stalled or trickling); queue a turn and interrupt it
-before it starts.
+before it starts; compact on demand between turns (``session.compact()``: the history is replaced,
+or ``CompactionFailed`` leaves it unchanged, with one failed ``CompactionFinished``).
 
 **Invariants** (checked after every step and after every task):
 
 * every tool call in history has exactly one output, after it; history is well-formed;
+* a compaction replaces the history (``replace()``): the acknowledged history restarts from the
+  replacement, which is well-formed and keeps the latest task prompt; a compaction that failed
+  left the history unchanged, and a turn failing with ``CompactionFailed`` had one fail;
 * every prompt sent to the model is the history at that moment (so every retry re-sends it), and
   what the scripted server received is exactly that prompt, over the attempt's transport: the HTTP
   body as sent; for a WebSocket ``response.create`` its whole input (``full_input``: the chain the
@@ -50,8 +59,14 @@ before it starts.
   their fault did not end the attempt); an attempt owns none only if it was cancelled first or a
   stall the server left on its connection timed it out unread;
 * ``actors.history.resume(rollout).items`` equals the in-memory history; after a crash,
-  everything whose ``record()`` had returned is in the resumed history, in order, and dangling
-  calls are repaired; after an abrupt cancel nothing even needs repair;
+  everything whose ``record()`` had returned since the last acknowledged compaction (starting
+  with its replacement) is in the resumed history, in order, and dangling calls are repaired; a
+  compaction being written at a hard crash leaves exactly the old history or exactly the new one;
+  after an abrupt cancel nothing even needs repair;
+* a local compaction's summary request (its last user message is
+  :data:`kernel.compaction.COMPACTION_PROMPT`) and a ``/responses/compact`` request are no turn
+  attempts (left out of the matching, counted apart); a request refused for the window that a
+  compaction answered is retried once, outside the retry budget (a run of its own), never twice;
 * attempts per logical request ≤ retry budget + 1 on each transport; a retryable failure is
   retried (after at least the delay the server named) until the budget is spent; non-retryable
   errors are not; under ``"auto"`` a request moves to HTTP only once it spent its budget on
@@ -82,7 +97,9 @@ delays are kept tiny instead: Retry-After 0–50 ms, backoff scaled by
 :class:`kernel.testing.FastBackoff`, idle timeout 0.2 s (a stall beyond it costs 0.2 s), tool
 sleeps ≤ 50 ms. :data:`STATS` counts what was exercised (faults served by kind, interrupts,
 crashes survived, acknowledged items checked after crashes, sessions per transport, attempts and
-requests per transport, incremental requests, budget-free resends, fallbacks, quiet retries).
+requests per transport, incremental requests, budget-free resends, fallbacks, quiet retries,
+compactions by ``mode:reason``, failed ones by cause, summary and ``/responses/compact`` requests,
+window refusals and retries, request sizes, crashes during a compaction).
 """
 
 from __future__ import annotations
@@ -103,6 +120,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from kernel.testing import FastBackoff
 
+from ..compaction import CompactionFailed, SessionCompactor
 from ..model import ModelSettings
 from ..scripted import CustomToolCall, FunctionCall, Reply, Script, open_scripted_server
 from ..tools import ToolRegistry
@@ -125,6 +143,7 @@ from ._harness import (
 )
 from ._invariants import (
     _fail,
+    _why,
     check_cancelled_turn,
     check_history,
     check_replay,
@@ -198,6 +217,9 @@ class SessionStressMachine(RuleBasedStateMachine):
         self.max_retries = 0
         self.max_buffer = 64
         self.seed = 0
+        self.compaction = "off"
+        self.window: int | None = None
+        self.known_window: int | None = None
         self.log_records: list[logging.LogRecord] = []
         self._handler = _ListHandler(self.log_records)
         self._root_level = logging.getLogger().level
@@ -217,9 +239,33 @@ class SessionStressMachine(RuleBasedStateMachine):
         max_retries=_per_config(lambda machine: st.integers(*machine.config.max_retries)),
         max_buffer=st.sampled_from([1, 4, 16, 64, 1024]),
         seed=st.integers(0, 2**32 - 1),
+        compaction=_per_config(
+            lambda machine: st.sampled_from(["off", "auto", "auto", "local"] if machine.config.compaction else ["off"])
+        ),
+        window=_per_config(
+            lambda machine: (
+                st.none() | st.sampled_from(machine.config.context_windows) if machine.config.compaction else st.none()
+            )
+        ),
+        window_known=st.booleans(),
     )
-    def open_first(self, wire: str, transport: str, max_retries: int, max_buffer: int, seed: int) -> None:
+    def open_first(
+        self,
+        wire: str,
+        transport: str,
+        max_retries: int,
+        max_buffer: int,
+        seed: int,
+        compaction: str,
+        window: int | None,
+        window_known: bool,
+    ) -> None:
         self.wire, self.max_retries, self.max_buffer, self.seed = wire, max_retries, max_buffer, seed
+        self.compaction = compaction
+        self.window = window if compaction != "off" else None
+        # the session knows the window (it compacts past 90 % of it, and after a refusal) or not
+        # (it compacts only when the server refuses a request)
+        self.known_window = self.window if window_known else None
         self.transport = transport if wire == "responses" else "http"  # Chat Completions: HTTP only
         self.runner.call(self._open, self.dir / "rollout-0.jsonl", False)
 
@@ -230,6 +276,9 @@ class SessionStressMachine(RuleBasedStateMachine):
             before = await trio.to_thread.run_sync(_quiet_resume, rollout)
         gen = _Gen(self.gen_no, rollout, resume_, transport=self.transport)
         self.stats.transports[f"{self.wire}:{self.transport}"] += 1
+        self.stats.compaction_settings[
+            f"{self.compaction}:{'window' if self.window else 'no-window'}{'' if self.known_window or not self.window else '-unknown'}"
+        ] += 1
         self.gen_no += 1
         gen.baseline = baseline
         self.files.append(rollout)
@@ -256,7 +305,7 @@ class SessionStressMachine(RuleBasedStateMachine):
         FATAL_RAISED.set(gen.on_fatal_raised)
         try:
             with gen.scope:
-                async with open_scripted_server(Script(default=_DONE)) as server:
+                async with open_scripted_server(Script(default=_DONE), context_window=self.window) as server:
                     gen.server = server
                     gen.settings = ModelSettings(
                         base_url=server.base_url,
@@ -266,9 +315,10 @@ class SessionStressMachine(RuleBasedStateMachine):
                         idle_timeout=cfg.idle_timeout,
                         stream_max_retries=self.max_retries,
                         transport=self.transport,  # type: ignore[arg-type]
-                        # window refusals are checked as the seed has them (the turn fails);
-                        # compaction has its own tests (tests/actors/test_compaction.py)
-                        compaction="off",
+                        # "off": a window refusal fails the turn; otherwise the session compacts
+                        # (before a request past 90 % of the window, after a refusal, on demand)
+                        compaction=self.compaction,  # type: ignore[arg-type]
+                        context_window=self.known_window,
                     )
                     spec = SessionSpec(
                         gen.settings, self.registry, gen.rollout, gen.resume, self.max_retries, self.max_buffer
@@ -279,6 +329,8 @@ class SessionStressMachine(RuleBasedStateMachine):
                         host.rng = FastBackoff(cfg.backoff_scale, self.seed + gen.no)
                         host.model = _RecordingClient(host.model, gen)
                         host.history = _AckHistory(host.history, gen)
+                        if isinstance(host.compactor, SessionCompactor):
+                            host.compactor.history = host.history  # its replace() is acknowledged too
                         host.events = _WatchingSink(host.events, gen)
                         async with trio.open_nursery() as aux:
                             gen.aux = aux
@@ -362,6 +414,53 @@ class SessionStressMachine(RuleBasedStateMachine):
     def queue_and_interrupt_a_waiting_turn(self, plan: list[_ReplySpec]) -> None:
         self.stats.steps += 1
         self.runner.call(self._run_task, plan, None, None, True)
+
+    @precondition(lambda self: self.compaction != "off")
+    @rule()
+    def compact_between_turns(self) -> None:
+        """``session.compact()`` between turns: the history is replaced (and acknowledged from
+        there on), or ``CompactionFailed`` leaves it unchanged."""
+        self.stats.steps += 1
+        self.runner.call(self._compact)
+
+    async def _compact(self) -> None:
+        gen = self.gen
+        assert gen is not None and gen.session is not None
+        session = gen.session
+        before = await session.history()
+        n, n_attempts = len(gen.compactions), len(gen.attempts)
+        assert gen.server is not None
+        n_requests = len(gen.server.requests)
+        try:
+            with trio.fail_after(self.config.task_timeout):
+                replaced = await session.compact()
+        except CompactionFailed as exc:
+            self._count_manual(gen, n_attempts, n_requests)
+            after = await session.history()
+            if after != before:
+                _fail(f"session.compact() failed ({exc}) but changed the history")
+            finished = [c for c in gen.compactions[n:] if c.finish_seq is not None]
+            if len(finished) != 1 or finished[0].error is None:
+                _fail(f"session.compact() failed ({exc}) without one failed CompactionFinished")
+            self.stats.compaction_failures[f"manual:{_why(str(exc))}"] += 1
+            return
+        self._count_manual(gen, n_attempts, n_requests)
+        after = await session.history()
+        done = [c for c in gen.compactions[n:] if c.finish_seq is not None]
+        if not replaced or len(done) != 1 or done[0].error is not None:
+            _fail(f"session.compact() returned {replaced!r} after {done!r}")
+        if after != gen.base + gen.acked or gen.base:
+            _fail("after session.compact() the history is not the acknowledged replacement")
+        self.stats.compactions[f"{done[0].mode}:manual"] += 1
+
+    def _count_manual(self, gen: _Gen, n_attempts: int, n_requests: int) -> None:
+        """Count an on-demand compaction's requests; it made no turn attempt."""
+        assert gen.server is not None
+        attempts = gen.attempts[n_attempts:]
+        if any(not a.summary or a.outcome == "open" for a in attempts):
+            _fail(f"session.compact() made requests other than one summary, or left one open: {attempts!r}")
+        self.stats.summary_requests += len(attempts)
+        self.stats.compact_requests += sum(1 for r in gen.server.requests[n_requests:] if r.endpoint == "compact")
 
     @rule()
     def interrupt_while_idle(self) -> None:
@@ -485,6 +584,7 @@ class SessionStressMachine(RuleBasedStateMachine):
             task if in_turn else None,
             task.final_seq is not None,
             gen.next_seq(),
+            list(gen.replacing) if gen.replacing is not None else None,
         )
         if in_turn:
             task.crashed = True
@@ -518,7 +618,7 @@ class SessionStressMachine(RuleBasedStateMachine):
         resumed = await trio.to_thread.run_sync(_quiet_resume, path)
         if resumed.torn_line is not None:
             self.stats.torn_rollouts += 1
-        check_replay_after_hard_crash(crash, resumed)
+        check_replay_after_hard_crash(crash, resumed, self.stats)
         self.stats.acked_items_checked_after_crash += len(crash.file_items)
         if crash.task is not None:
             self.crashed_turns.add(crash.task.tid)
@@ -591,6 +691,8 @@ class SessionStressMachine(RuleBasedStateMachine):
         gen = self.gen
         assert gen is not None and gen.session is not None
         history = await gen.session.history()
+        if gen.violations:
+            _fail(gen.violations[0])
         check_history(gen, history)
         resumed = await trio.to_thread.run_sync(_quiet_resume, gen.rollout)
         check_replay(resumed, history)

@@ -33,6 +33,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         "websocket_resends",
         "fallbacks",
         "quiet_retries",
+        "summary_requests",
+        "compact_requests",
+        "window_refusals",
+        "window_retries",
     ):
         terminalreporter.write_line(f"{key}: {counts[key]}")
     for key in (
@@ -46,5 +50,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         "attempts_by_transport",
         "requests_by_transport",
         "rate_limit_snapshots",
+        "compaction_settings",
+        "compactions",
+        "compaction_failures",
+        "crash_during_compaction",
+        "request_tokens",
     ):
         terminalreporter.write_line(f"{key}: {json.dumps(counts[key], sort_keys=True)}")
