@@ -43,8 +43,8 @@ import collections
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Literal
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
@@ -61,6 +61,9 @@ from .model import HttpModelClient, ModelActor, ModelSettings
 from .notify import Notifier, Subscription
 from .secrets import RedactingClient, RedactingToolExecutor, Redactor
 from .tools import Tool, ToolActor, ToolRegistry
+
+if TYPE_CHECKING:
+    from .tools.mcp import McpServer
 
 __all__ = ["Session", "TurnHandle", "TurnStream", "open_session", "run_session"]
 
@@ -477,6 +480,7 @@ async def open_session(
     cwd: str | os.PathLike[str] | None = None,
     max_buffer: int | None = None,
     redact: Redactor | Iterable[str] | None = None,
+    mcp_servers: Sequence[McpServer] | None = None,
 ) -> AsyncIterator[Session]:
     """Start a session; everything it started is cancelled when the block exits.
 
@@ -498,6 +502,12 @@ async def open_session(
     (when ``model`` is settings or a ModelActor) and the environment; an iterable of values adds
     to that default; a :class:`~actors.secrets.Redactor` replaces it (``Redactor()``: scrub
     nothing). Without secrets nothing is wrapped.
+
+    ``mcp_servers``: :class:`~actors.tools.mcp.McpServer` configurations; the servers start
+    (concurrently) in the session's nursery before the block is entered, their tools are added
+    to the session's tools (a registry passed as ``tools`` is copied, not changed), and they stop
+    when the session ends. A server that fails to start does not fail the session (see
+    :mod:`actors.tools.mcp`).
 
     Errors while opening are raised as themselves, never wrapped in an ``ExceptionGroup``:
     ``FileNotFoundError`` (``resume=True``, no rollout), ``FileExistsError``,
@@ -539,12 +549,22 @@ async def open_session(
                     client = model
                 if redactor:
                     client = RedactingClient(client, redactor, model=model_name)
-                async with open_history(rollout=rollout, session_meta=meta, resume=resuming) as history:
+                async with (
+                    AsyncExitStack() as nursery_stack,
+                    open_history(rollout=rollout, session_meta=meta, resume=resuming) as history,
+                ):
                     if resuming and session_id is not None and session_id != history.meta.session_id:
                         raise ValueError(
                             f"open_session(session_id={session_id!r}): the rollout {os.fspath(rollout or '')!r} "
                             f"belongs to session {history.meta.session_id!r}; pass its id or session_id=None"
                         )
+                    if mcp_servers:
+                        from .tools.mcp import McpToolRegistry, open_mcp_tools
+
+                        mcp = await nursery_stack.enter_async_context(
+                            open_mcp_tools(mcp_servers, reserved_names=registry.names())
+                        )
+                        registry = McpToolRegistry(registry, mcp)
                     tool_actor = ToolActor(registry)
                     tool_actor.start_on_demand(nursery)
                     host: TurnHost[Any] = TurnHost(
@@ -572,6 +592,18 @@ async def open_session(
                         redactor=redactor,
                     )
                     session._close_hooks += [tool_actor.close, model_scope.cancel]
+                    if mcp_servers:
+                        mcp_registry = registry
+
+                        def _sync_tools() -> None:
+                            host.tool_config = (
+                                mcp_registry.tool_config(parallel_tool_calls=parallel_tool_calls)
+                                if len(mcp_registry)
+                                else ToolConfig()
+                            )
+
+                        assert isinstance(registry, McpToolRegistry)
+                        registry.on_change.append(_sync_tools)
                     async with trio.open_nursery() as turns:
                         session._turns = turns
                         opened = True
@@ -611,6 +643,7 @@ async def run_session(
     cwd: str | os.PathLike[str] | None = None,
     max_buffer: int | None = None,
     redact: Redactor | Iterable[str] | None = None,
+    mcp_servers: Sequence[McpServer] | None = None,
     task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a session as a task of the caller's nursery, so it outlives the function that opened
@@ -635,6 +668,7 @@ async def run_session(
         cwd=cwd,
         max_buffer=max_buffer,
         redact=redact,
+        mcp_servers=mcp_servers,
     ) as session:
         task_status.started(session)
         await session.wait_closed()

@@ -1,0 +1,379 @@
+"""Connections to MCP servers and the :class:`Tool` objects that call them."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TextIO
+
+import mcp_types as types
+import msgspec
+import trio
+from mcp.client.session import ClientSession, IncomingMessage
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from kernel.items import FunctionCallOutputPayload, FunctionTool
+from kernel.tools import RespondToModel
+
+from .._registry import Tool, ToolRegistry
+from ._config import McpServer
+from ._convert import result_payload
+from ._naming import mcp_tool_name, server_prefix
+
+__all__ = ["McpTools", "McpToolRegistry", "open_mcp_tools"]
+
+log = logging.getLogger(__name__)
+
+_ARGS = msgspec.json.Decoder(dict[str, Any])
+_BACKOFF_CAP = 30.0
+
+
+def _errlog() -> TextIO:
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return open(os.devnull, "w")
+    return sys.stderr
+
+
+class _Connection:
+    """One server: starts it (again, with backoff, after a failure), lists and calls its tools."""
+
+    def __init__(self, server: McpServer, owner: McpTools) -> None:
+        self.server = server
+        self.owner = owner
+        self.session: ClientSession | None = None
+        self.error: str | None = None  # why it is down
+        self.failures = 0
+        self.retry_at = 0.0
+        self.mcp_tools: list[types.Tool] = []
+        self._scope: trio.CancelScope | None = None
+        self._starting: trio.Event | None = None
+        self._stale = False
+        self._refresh_lock = trio.Lock()
+
+    # --- secrets ---------------------------------------------------------------------------
+
+    def scrub(self, text: str) -> str:
+        for secret in self.server.secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    def describe(self, exc: BaseException) -> str:
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        text = str(exc) or type(exc).__name__
+        return self.scrub(f"{type(exc).__name__}: {text}")
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def ensure(self) -> ClientSession:
+        """The live session, starting the server if it is down and its backoff has passed.
+        Raises :class:`RespondToModel` naming the server otherwise."""
+        name = self.server.name
+        if self.session is not None:
+            return self.session
+        if self._starting is None:
+            now = trio.current_time()
+            if now < self.retry_at:
+                raise RespondToModel(
+                    f"MCP server {name!r} is unavailable ({self.error}); "
+                    f"it will be restarted in {math.ceil(self.retry_at - now)}s"
+                )
+            self._starting = trio.Event()
+            self.owner.nursery.start_soon(self._run, self._starting)
+        await self._starting.wait()
+        if self.session is None:
+            raise RespondToModel(f"MCP server {name!r} is unavailable: {self.error}")
+        return self.session
+
+    def _failed(self, message: str) -> None:
+        self.session = None
+        self.error = message
+        self.failures += 1
+        delay = 0.0 if self.failures == 1 else min(2.0 ** (self.failures - 2), _BACKOFF_CAP)
+        self.retry_at = trio.current_time() + delay
+        log.warning("MCP server %r: %s", self.server.name, message)
+
+    def stop(self) -> None:
+        """Stop the server (its task tears the connection down)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _run(self, ready: trio.Event) -> None:
+        server = self.server
+        started = False
+        try:
+            # one scope for the startup deadline and stop(): a deadline inside the exit stack
+            # would be exited before the contexts it entered
+            with trio.CancelScope(deadline=trio.current_time() + server.startup_timeout) as scope:
+                self._scope = scope
+                async with AsyncExitStack() as stack:
+                    session = await self._connect(stack)
+                    await session.initialize()
+                    await self._list(session)
+                    scope.deadline = math.inf
+                    self.session = session
+                    self.error = None
+                    self.failures = 0
+                    started = True
+                    self.owner._changed(self)
+                    ready.set()
+                    await trio.sleep_forever()
+            if not started and scope.cancelled_caught and trio.current_time() >= scope.deadline:
+                self._failed(f"did not start within {server.startup_timeout:g}s")
+        except Exception as exc:
+            self._failed(("failed to start: " if not started else "stopped: ") + self.describe(exc))
+        finally:
+            if self.session is not None and self._scope is not None and self._scope.cancel_called:
+                self.session = None
+                if self.error is None:
+                    self.error = "stopped"
+            self._scope = None
+            self._starting = None
+            ready.set()
+
+    async def _connect(self, stack: AsyncExitStack) -> ClientSession:
+        server = self.server
+        if server.transport == "stdio":
+            assert server.command is not None
+            params = StdioServerParameters(
+                command=server.command, args=list(server.args), env=dict(server.env or {}) or None, cwd=server.cwd
+            )
+            read, write = await stack.enter_async_context(stdio_client(params, errlog=_errlog()))
+        else:
+            assert server.url is not None
+            headers = dict(server.headers or {})
+            if server.bearer_token_env_var:
+                token = os.environ.get(server.bearer_token_env_var)
+                if not token:
+                    raise RuntimeError(f"environment variable {server.bearer_token_env_var} is not set")
+                headers["Authorization"] = f"Bearer {token}"
+            http = await stack.enter_async_context(create_mcp_http_client(headers=headers))
+            read, write = await stack.enter_async_context(streamable_http_client(server.url, http_client=http))
+        return await stack.enter_async_context(ClientSession(read, write, message_handler=self._on_message))
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            self._stale = True
+
+    async def _list(self, session: ClientSession) -> None:
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        while True:
+            params = types.PaginatedRequestParams(cursor=cursor) if cursor is not None else None
+            page = await session.list_tools(params=params)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        self.mcp_tools = [t for t in tools if self.server.allows(t.name)]
+
+    async def refresh_if_stale(self) -> None:
+        """List the tools again if the server said they changed."""
+        async with self._refresh_lock:
+            session = self.session
+            if not self._stale or session is None:
+                return
+            self._stale = False
+            with trio.fail_after(self.server.startup_timeout):
+                await self._list(session)
+            self.owner._changed(self)
+
+    # --- calls -----------------------------------------------------------------------------
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> FunctionCallOutputPayload:
+        name = self.server.name
+        await self.refresh_if_stale()
+        session = await self.ensure()
+        timeout = self.server.tool_timeout
+        try:
+            with trio.move_on_after(timeout) as scope:
+                result = await session.call_tool(tool, arguments)
+        except Exception as exc:
+            message = self.describe(exc)
+            self._failed(f"the connection failed: {message}")
+            self.stop()
+            raise RespondToModel(
+                f"MCP server {name!r} failed while running tool {tool!r} ({message}); "
+                "it will be restarted on the next call"
+            ) from None
+        if scope.cancelled_caught:
+            raise RespondToModel(f"MCP tool {tool!r} on server {name!r} timed out after {timeout:g}s")
+        try:
+            await self.refresh_if_stale()
+        except Exception as exc:
+            log.warning("MCP server %r: refreshing the tool list failed: %s", name, self.describe(exc))
+        return result_payload(result)
+
+
+class McpTools:
+    """The running servers and their tools (from :func:`open_mcp_tools`). Iterating yields the
+    current :class:`~actors.tools.Tool` objects; :attr:`errors` maps a server that is down to why.
+    ``on_change`` callbacks run (synchronously) when a server's tool list changed."""
+
+    def __init__(self, servers: Sequence[McpServer], nursery: trio.Nursery, reserved: Iterable[str] = ()) -> None:
+        names = [s.name for s in servers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"MCP server names must be unique: {names}")
+        prefixes = [server_prefix(n) for n in names]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(f"MCP server names must stay distinct once sanitised: {names}")
+        self.nursery = nursery
+        self.connections = [_Connection(s, self) for s in servers]
+        self._reserved = frozenset(reserved)
+        self._tools: dict[str, Tool] = {}
+        self.on_change: list[Callable[[], None]] = []
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Why each server that is down is down, by server name."""
+        return {c.server.name: c.error for c in self.connections if c.session is None and c.error}
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(list(self._tools.values()))
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def connection_for(self, name: str) -> _Connection | None:
+        """The server whose tool-name prefix ``name`` has."""
+        for conn in self.connections:
+            if name.startswith(server_prefix(conn.server.name)):
+                return conn
+        return None
+
+    def _changed(self, conn: _Connection) -> None:
+        kept = {n: t for n, t in self._tools.items() if getattr(t.fn, "connection", None) is not conn}
+        taken = set(kept) | self._reserved
+        for mcp_tool in conn.mcp_tools:
+            name = mcp_tool_name(conn.server.name, mcp_tool.name, taken)
+            taken.add(name)
+            kept[name] = _make_tool(conn, mcp_tool, name)
+        self._tools = kept
+        for callback in self.on_change:
+            callback()
+
+    async def start(self) -> None:
+        """Start every server concurrently; wait until each is up or has failed."""
+        async with trio.open_nursery() as nursery:
+            for conn in self.connections:
+                nursery.start_soon(_start_quietly, conn)
+
+    def stop(self) -> None:
+        for conn in self.connections:
+            conn.stop()
+
+
+async def _start_quietly(conn: _Connection) -> None:
+    try:
+        await conn.ensure()
+    except RespondToModel:
+        pass
+
+
+class _Caller:
+    """The function behind an MCP tool: takes the raw JSON arguments."""
+
+    def __init__(self, connection: _Connection, tool: str) -> None:
+        self.connection = connection
+        self.tool = tool
+
+    async def __call__(self, arguments: str) -> FunctionCallOutputPayload:
+        try:
+            args = _ARGS.decode(arguments or "{}")
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise RespondToModel(f"invalid arguments: arguments must be a JSON object ({exc})") from None
+        return await self.connection.call(self.tool, args)
+
+
+class _Unavailable:
+    """The function behind a name of a server that is down: restart it (backoff permitting) and
+    run the call if the tool is there now, else a model-visible error naming the server."""
+
+    def __init__(self, tools: McpTools, connection: _Connection, name: str) -> None:
+        self.tools = tools
+        self.connection = connection
+        self.name = name
+
+    async def __call__(self, arguments: str) -> FunctionCallOutputPayload:
+        await self.connection.ensure()
+        for t in self.tools:
+            if t.name == self.name:
+                result: FunctionCallOutputPayload = await t.fn(arguments)
+                return result
+        raise RespondToModel(f"MCP server {self.connection.server.name!r} has no tool named {self.name!r}")
+
+
+def _parameters(schema: dict[str, Any]) -> dict[str, Any]:
+    params = dict(schema)
+    if params.get("type", "object") == "object":
+        params["type"] = "object"
+        params.setdefault("properties", {})
+    return params
+
+
+def _make_tool(conn: _Connection, mcp_tool: types.Tool, name: str) -> Tool:
+    description = mcp_tool.description or mcp_tool.title or ""
+    spec = FunctionTool(name=name, description=description, parameters=_parameters(mcp_tool.input_schema), strict=False)
+    read_only = bool(mcp_tool.annotations is not None and mcp_tool.annotations.read_only_hint)
+    return Tool(name, _Caller(conn, mcp_tool.name), spec, read_only, True)
+
+
+class McpToolRegistry(ToolRegistry):
+    """A :class:`~actors.tools.ToolRegistry` of some tools plus the MCP tools, kept in sync with
+    the servers' tool lists. A name with an MCP server's prefix that is not (or no longer) listed
+    resolves to a stand-in that restarts the server if it is down, or answers with an error
+    naming the server."""
+
+    def __init__(self, tools: Iterable[Tool | Callable[..., Any]], mcp: McpTools) -> None:
+        super().__init__(tools)
+        self._own = list(self._tools)
+        self.mcp = mcp
+        self.on_change: list[Callable[[], None]] = []
+        mcp.on_change.append(self._sync)
+        self._sync()
+
+    def _sync(self) -> None:
+        own = {n: self._tools[n] for n in self._own if n in self._tools}
+        for t in self.mcp:
+            if t.name not in own:
+                own[t.name] = t
+        self._tools = own
+        for callback in self.on_change:
+            callback()
+
+    def get(self, name: str) -> Tool | None:
+        found = super().get(name)
+        if found is not None:
+            return found
+        conn = self.mcp.connection_for(name)
+        if conn is None:
+            return None
+        spec = FunctionTool(name=name, description="", parameters={"type": "object", "properties": {}})
+        return Tool(name, _Unavailable(self.mcp, conn, name), spec, False, True)
+
+
+@asynccontextmanager
+async def open_mcp_tools(
+    servers: Iterable[McpServer], *, reserved_names: Iterable[str] = ()
+) -> AsyncIterator[McpTools]:
+    """Start ``servers`` (concurrently, each within its ``startup_timeout``) and yield their
+    tools as :class:`McpTools`. A server that fails to start does not raise: it is listed in
+    :attr:`McpTools.errors` and restarted on the next call of one of its names. Leaving the block
+    stops every server (a stdio server's process group is terminated). ``reserved_names`` are
+    names MCP tools must not take (the session's own tools)."""
+    async with trio.open_nursery() as nursery:
+        tools = McpTools(list(servers), nursery, reserved_names)
+        try:
+            await tools.start()
+            yield tools
+        finally:
+            tools.stop()
+            nursery.cancel_scope.cancel()
