@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import trio
 
-from kernel.events import Event, FallbackWarning, StreamRetry, TurnAborted, TurnCompleted, TurnFailed
+from kernel.events import Event, FallbackWarning, StreamRetry, ToolProgress, TurnAborted, TurnCompleted, TurnFailed
 from kernel.items import Message, ResponseItem
 from kernel.prompt import PromptConfig, ToolConfig
 from kernel.stream import ModelClient, TokenUsage
@@ -63,7 +63,7 @@ from .secrets import RedactingClient, RedactingToolExecutor, Redactor
 from .tools import Tool, ToolActor, ToolRegistry
 
 if TYPE_CHECKING:
-    from .tools.mcp import McpServer
+    from .tools.mcp import ApproveFn, ElicitFn, McpServer
 
 __all__ = ["Session", "TurnHandle", "TurnStream", "open_session", "run_session"]
 
@@ -481,6 +481,8 @@ async def open_session(
     max_buffer: int | None = None,
     redact: Redactor | Iterable[str] | None = None,
     mcp_servers: Sequence[McpServer] | None = None,
+    mcp_elicit: ElicitFn | None = None,
+    mcp_sample_approve: ApproveFn | None = None,
 ) -> AsyncIterator[Session]:
     """Start a session; everything it started is cancelled when the block exits.
 
@@ -507,7 +509,11 @@ async def open_session(
     (concurrently) in the session's nursery before the block is entered, their tools are added
     to the session's tools (a registry passed as ``tools`` is copied, not changed), and they stop
     when the session ends. A server that fails to start does not fail the session (see
-    :mod:`actors.tools.mcp`).
+    :mod:`actors.tools.mcp`). Their progress notifications are published as
+    :class:`~kernel.ToolProgress` events. ``mcp_elicit`` answers a server's questions to the user
+    (``elicitation/create``; without it they are declined); ``mcp_sample_approve`` lets servers
+    sample through this session's model (``sampling/createMessage``), each request approved by it
+    (without it, sampling is refused).
 
     Errors while opening are raised as themselves, never wrapped in an ``ExceptionGroup``:
     ``FileNotFoundError`` (``resume=True``, no rollout), ``FileExistsError``,
@@ -550,19 +556,32 @@ async def open_session(
                 if redactor:
                     client = RedactingClient(client, redactor, model=model_name)
                 async with (
-                    AsyncExitStack() as nursery_stack,
                     open_history(rollout=rollout, session_meta=meta, resume=resuming) as history,
+                    # inside the history's: the MCP servers' nursery (entered later) closes first
+                    AsyncExitStack() as nursery_stack,
                 ):
                     if resuming and session_id is not None and session_id != history.meta.session_id:
                         raise ValueError(
                             f"open_session(session_id={session_id!r}): the rollout {os.fspath(rollout or '')!r} "
                             f"belongs to session {history.meta.session_id!r}; pass its id or session_id=None"
                         )
+                    sink = _RedactingSink(notifier, history, redactor) if redactor else _SessionSink(notifier, history)
                     if mcp_servers:
-                        from .tools.mcp import McpToolRegistry, open_mcp_tools
+                        from .tools.mcp import McpToolRegistry, model_sampler, open_mcp_tools
+
+                        async def _progress(event: ToolProgress) -> None:
+                            await sink.publish([attrs.evolve(event, turn_id=host.turn_id)])
 
                         mcp = await nursery_stack.enter_async_context(
-                            open_mcp_tools(mcp_servers, reserved_names=registry.names())
+                            open_mcp_tools(
+                                mcp_servers,
+                                reserved_names=registry.names(),
+                                elicit=mcp_elicit,
+                                sample=model_sampler(client, mcp_sample_approve, model_name=model_name)
+                                if mcp_sample_approve is not None
+                                else None,
+                                on_progress=_progress,
+                            )
                         )
                         registry = McpToolRegistry(registry, mcp)
                     tool_actor = ToolActor(registry)
@@ -571,7 +590,7 @@ async def open_session(
                         client,
                         RedactingToolExecutor(tool_actor, redactor) if redactor else tool_actor,
                         history,
-                        _RedactingSink(notifier, history, redactor) if redactor else _SessionSink(notifier, history),
+                        sink,
                         prompt_config=_with_cache_key(prompt_config or PromptConfig(), history.meta.session_id),
                         tool_config=registry.tool_config(parallel_tool_calls=parallel_tool_calls)
                         if len(registry)
@@ -644,6 +663,8 @@ async def run_session(
     max_buffer: int | None = None,
     redact: Redactor | Iterable[str] | None = None,
     mcp_servers: Sequence[McpServer] | None = None,
+    mcp_elicit: ElicitFn | None = None,
+    mcp_sample_approve: ApproveFn | None = None,
     task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a session as a task of the caller's nursery, so it outlives the function that opened
@@ -669,6 +690,8 @@ async def run_session(
         max_buffer=max_buffer,
         redact=redact,
         mcp_servers=mcp_servers,
+        mcp_elicit=mcp_elicit,
+        mcp_sample_approve=mcp_sample_approve,
     ) as session:
         task_status.started(session)
         await session.wait_closed()

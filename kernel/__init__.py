@@ -71,6 +71,7 @@ from .events import (
     ToolCallFinished as ToolCallFinished,
     ToolCallStarted as ToolCallStarted,
     ToolInputDelta as ToolInputDelta,
+    ToolProgress as ToolProgress,
     TurnAborted as TurnAborted,
     TurnCompleted as TurnCompleted,
     TurnFailed as TurnFailed,

@@ -32,6 +32,7 @@ __all__ = [
     "ItemCompleted",
     "ToolCallStarted",
     "ToolCallFinished",
+    "ToolProgress",
     "StreamRetry",
     "FallbackWarning",
     "RequestSent",
@@ -108,6 +109,23 @@ class ToolCallFinished:
     output: ResponseInputItem
     status: str
     duration: float
+    turn_id: str = attrs.field(default="", eq=False, kw_only=True)
+    lifecycle: ClassVar[bool] = True
+
+
+@attrs.frozen
+class ToolProgress:
+    """A running tool reported progress (an MCP server's ``notifications/progress``): ``name``
+    is the tool's model-facing name, ``server`` the MCP server, ``call_id`` the call when known
+    (``""`` otherwise); ``total`` and ``message`` are ``None`` when the server sent none. A
+    lifecycle event: the notifier's coalescing only merges text deltas."""
+
+    name: str
+    progress: float
+    total: float | None = None
+    message: str | None = None
+    server: str = ""
+    call_id: str = ""
     turn_id: str = attrs.field(default="", eq=False, kw_only=True)
     lifecycle: ClassVar[bool] = True
 
@@ -239,6 +257,7 @@ Event = Union[
     ItemCompleted,
     ToolCallStarted,
     ToolCallFinished,
+    ToolProgress,
     StreamRetry,
     FallbackWarning,
     RequestSent,

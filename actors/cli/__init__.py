@@ -10,6 +10,11 @@
     agent-kernel history ROLLOUT [--json] [--full]
     agent-kernel serve-scripted --port P --script FILE.json
     agent-kernel batch TASKS.jsonl --out DIR [--concurrency N] [--rpm R] [--tpm T] [--ray [ADDRESS]]
+    agent-kernel config [--profile NAME] [--mcp-config FILE] [--json]   # the settings in force, and why
+
+Settings file: ``$XDG_CONFIG_HOME/agent-kernel/config.toml`` (or ``--mcp-config FILE``): model settings,
+``[profiles.NAME]`` (``--profile``) and ``[mcp_servers.NAME]`` (exec / resume); flags override it (see
+``_config``).
 
 Exit status: 0 the turn completed, 1 it failed (or the command could not start), 2 bad usage,
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Errors are one line on stderr, never a
@@ -18,7 +23,7 @@ removed from it (tools never inherit it), and scrubbed from everything the comma
 
 Layout: ``_run`` (exec / resume), ``_render`` (terminal and ``--json`` output), ``_approver``
 (the y/n approval prompt), ``_history`` (``history``), ``_demo`` (the demo script), ``_batch``
-(``batch``; its own exit statuses are in its docstring).
+(``batch``; its own exit statuses are in its docstring), ``_config`` (the config file).
 """
 
 from __future__ import annotations
@@ -77,13 +82,11 @@ def _model_options() -> argparse.ArgumentParser:
     g.add_argument(
         "--api-key-env",
         metavar="VAR",
-        default="OPENAI_API_KEY",
         help="environment variable holding the API key (default: OPENAI_API_KEY)",
     )
     g.add_argument(
         "--wire",
         choices=("responses", "chat"),
-        default="responses",
         help="Responses API (default) or Chat Completions (vLLM, Ollama, llama.cpp, LM Studio…)",
     )
     g.add_argument(
@@ -111,6 +114,33 @@ def _model_options() -> argparse.ArgumentParser:
     return p
 
 
+def _config_options(*, mcp: bool) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group(
+        "configuration (default file: $XDG_CONFIG_HOME/agent-kernel/config.toml; flags override it)"
+    )
+    names = ("--mcp-config", "--config") if mcp else ("--config",)
+    g.add_argument(
+        *names,
+        dest="config_file",
+        metavar="FILE",
+        help="read this TOML file instead of the default one: model settings, [profiles.NAME]"
+        + (" and [mcp_servers.NAME]" if mcp else ""),
+    )
+    g.add_argument("--profile", metavar="NAME", help="use the settings of [profiles.NAME] in the config file")
+    return p
+
+
+def _approval_option() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--approval",
+        choices=("never", "on-request", "untrusted"),
+        help="when to ask before running commands and patches (default: on-request)",
+    )
+    return p
+
+
 def _run_options(*, rollout: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("run")
@@ -122,7 +152,6 @@ def _run_options(*, rollout: bool) -> argparse.ArgumentParser:
     g.add_argument(
         "--approval",
         choices=("never", "on-request", "untrusted"),
-        default="on-request",
         help="when to ask before running commands and patches (default: on-request)",
     )
     g.add_argument(
@@ -158,24 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "exec",
-        parents=[_model_options(), _run_options(rollout=True)],
+        parents=[_model_options(), _run_options(rollout=True), _config_options(mcp=True)],
         help="run one task to completion",
         description="Run one task to completion, streaming to the terminal. Without model flags: the built-in "
         "demo in a new temporary workspace.",
     )
     p.add_argument("task", nargs="?", help="the task ('-' reads it from stdin; optional for the demo)")
-    p.set_defaults(func=_cmd_exec)
+    p.set_defaults(func=_cmd_exec, configured=True)
 
     p = sub.add_parser(
         "resume",
-        parents=[_model_options(), _run_options(rollout=False)],
+        parents=[_model_options(), _run_options(rollout=False), _config_options(mcp=True)],
         help="continue a session from its rollout",
         description="Continue a session from its rollout with a new task (appends to the same rollout). The "
         "workspace defaults to the one the rollout records.",
     )
     p.add_argument("rollout_path", metavar="ROLLOUT", help="the rollout (.jsonl) to continue")
     p.add_argument("task", help="the next task ('-' reads it from stdin)")
-    p.set_defaults(func=_cmd_resume)
+    p.set_defaults(func=_cmd_resume, configured=True)
 
     p = sub.add_parser("history", help="print a rollout", description="Print a rollout: header, items, turn events.")
     p.add_argument("rollout_path", metavar="ROLLOUT")
@@ -185,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "compact",
-        parents=[_model_options()],
+        parents=[_model_options(), _config_options(mcp=False)],
         help="compact a rollout's history now",
         description="Compact a saved session's history (remote /responses/compact where the endpoint serves it, "
         "else a summary by the model) and record it in the rollout; resume and history start from it.",
@@ -197,11 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto (default: remote on the Responses wire where served, else local), remote or local",
     )
-    p.set_defaults(func=_cmd_compact)
+    p.set_defaults(func=_cmd_compact, configured=True)
 
     p = sub.add_parser(
         "batch",
-        parents=[_model_options()],
+        parents=[_model_options(), _config_options(mcp=False)],
         help="run a JSONL file of tasks, many sessions at once, one result record per task",
         description="Run every task of a JSONL file (one turn of a fresh session each), CONCURRENCY at a time, "
         "recording one result per task in DIR/results.jsonl and each session's rollout in DIR/rollouts/. Run it "
@@ -232,7 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="without TASKS and model flags: how many made-up tasks the demo runs (default: 200)",
     )
-    p.set_defaults(func=_cmd_batch)
+    p.set_defaults(func=_cmd_batch, configured=True)
+
+    p = sub.add_parser(
+        "config",
+        parents=[_model_options(), _approval_option(), _config_options(mcp=True)],
+        help="show the settings in force and where each comes from",
+        description="Show the configuration file, the profile, each model setting in force with its source "
+        "(flag, profile, file, default) and the MCP servers (environment and header values masked).",
+    )
+    p.add_argument("--json", action="store_true", help="print it as one JSON object")
+    p.set_defaults(func=_cmd_config, configured=True)
 
     p = sub.add_parser(
         "serve-scripted",
@@ -328,6 +367,38 @@ def _cmd_batch(args: Any, console: Console) -> int:
     return trio.run(run_batch_command, args, console)
 
 
+def _cmd_config(args: Any, console: Console) -> int:
+    import json
+
+    from ._config import describe
+
+    data = describe(args, args.resolved_config)
+    if args.json:
+        console.write(json.dumps(data) + "\n")
+        return 0
+    exists = "" if data["config_file_exists"] else " (not found: defaults only)"
+    console.line(f"config file: {data['config_file']}{exists}")
+    profile = data["profile"]
+    console.line(f"profile: {profile['value']} ({profile['source']})" if profile["value"] else "profile: none")
+    for key, setting in data["settings"].items():
+        value = setting["value"]
+        shown = (
+            "(none: the built-in demo)" if value is None and key == "model" else "(none)" if value is None else value
+        )
+        console.line(f"{key} = {shown}  ({setting['source']})")
+    servers = data["mcp_servers"]
+    console.line("mcp_servers:" + ("" if servers else " none"))
+    for name, server in servers.items():
+        console.line(f"  {name} ({server.pop('transport')}, {server.pop('source')})")
+        for key, value in server.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items())
+            elif isinstance(value, list):
+                value = " ".join(value) if key == "args" else ", ".join(value)
+            console.line(f"    {key} = {value}")
+    return 0
+
+
 def _cmd_serve_scripted(args: Any, console: Console) -> int:
     from actors.scripted.__main__ import main as serve
 
@@ -396,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     console = Console(sys.stdout, sys.stderr)
     try:
+        if getattr(args, "configured", False):
+            from ._config import resolve_config
+
+            args.resolved_config = resolve_config(args, os.environ)
         status: int = args.func(args, console)
         return status
     except KeyboardInterrupt:

@@ -228,6 +228,13 @@ async def run_task(args: Any, console: Console, task: str, resume_from: Path | N
     environ = os.environ
     choice = choose_model(args, environ)
     console.add_secret(choice.api_key)
+    from ._config import mcp_servers
+
+    specs = getattr(args, "mcp_specs", None) or []
+    servers = mcp_servers(specs)
+    for spec in specs:
+        for secret in spec.secrets():
+            console.add_secret(secret)
     workspace, temporary = _choose_workspace(args, choice, resume_from)
     if resume_from is not None:
         rollout, stamp = resume_from, None
@@ -262,6 +269,7 @@ async def run_task(args: Any, console: Console, task: str, resume_from: Path | N
                         stamp,
                         resume_from,
                         tools,
+                        servers,
                         renderer,
                         tally,
                         run,
@@ -315,6 +323,7 @@ async def _session(
     stamp: str | None,
     resume_from: Path | None,
     tools: list[Any],
+    servers: list[Any],
     renderer: HumanRenderer | JsonRenderer,
     tally: Tally,
     run: _Run,
@@ -335,6 +344,8 @@ async def _session(
             transport=transport_choice(args),
         )
         actor = run.actor = await stack.enter_async_context(open_model_actor(settings))
+        # the MCP servers' env and header values are secrets too: scrubbed like the key
+        secrets = [secret for server in servers for secret in server.secrets()]
         # the session scrubs the key (and the environment's secrets) from tool outputs, model
         # errors and failures before its events, the rollout or this terminal see them
         session = run.session = await stack.enter_async_context(
@@ -345,6 +356,8 @@ async def _session(
                 resume=resume_from is not None,
                 max_retries=args.max_retries,
                 cwd=workspace,
+                redact=secrets,
+                mcp_servers=servers or None,
             )
         )
         run.rollout = rollout if stamp is None else _rename_rollout(rollout, stamp, session.session_id)
@@ -353,6 +366,8 @@ async def _session(
             ("workspace", os.fspath(workspace) + (" (new, temporary)" if temporary else "")),
         ]
         fields.append(("approval", str(args.approval)))
+        if servers:
+            fields.append(("mcp", ", ".join(server.name for server in servers)))
         if resume_from is not None:
             fields.append(("resumed", os.fspath(resume_from)))
         renderer.header(fields, task)

@@ -19,13 +19,46 @@ or hangs gives model-visible errors naming it and is restarted (with backoff) on
 it never takes the session down. ``notifications/tools/list_changed`` makes the tool list be
 fetched again before the next request to that server (and right after the call it arrived in).
 
-Not yet: TOML configuration / CLI ``--mcp-config``, elicitation, sampling, progress events,
-``notifications/cancelled`` on interrupt beyond what the SDK sends.
+The server's side: ``open_mcp_tools(..., elicit=, sample=, on_progress=)`` answers
+``elicitation/create`` (declined without ``elicit``), ``sampling/createMessage`` (an error without
+``sample``; :func:`model_sampler` serves it with a model behind an approval predicate) and turns
+``notifications/progress`` into :class:`~kernel.events.ToolProgress` events. A call cut short (its
+timeout, an interrupted turn) sends the server ``notifications/cancelled`` (the SDK's courtesy
+cancel on an abandoned request).
+
+Not yet: TOML configuration / CLI ``--mcp-config``; URL-mode elicitation (declined); sampling with
+tools; ``maxTokens`` is not enforced.
 """
 
 from ._client import McpToolRegistry as McpToolRegistry, McpTools as McpTools, open_mcp_tools as open_mcp_tools
 from ._config import McpServer as McpServer
 from ._convert import result_payload as result_payload
 from ._naming import mcp_tool_name as mcp_tool_name, sanitize as sanitize
+from ._server_side import (
+    ApproveFn as ApproveFn,
+    ElicitAnswer as ElicitAnswer,
+    ElicitFn as ElicitFn,
+    ProgressFn as ProgressFn,
+    SampleFn as SampleFn,
+    SamplingDeclined as SamplingDeclined,
+    model_sampler as model_sampler,
+    open_model_sampler as open_model_sampler,
+)
 
-__all__ = ["McpServer", "McpTools", "McpToolRegistry", "open_mcp_tools", "mcp_tool_name", "sanitize", "result_payload"]
+__all__ = [
+    "McpServer",
+    "McpTools",
+    "McpToolRegistry",
+    "open_mcp_tools",
+    "mcp_tool_name",
+    "sanitize",
+    "result_payload",
+    "ElicitAnswer",
+    "ElicitFn",
+    "SampleFn",
+    "ProgressFn",
+    "ApproveFn",
+    "SamplingDeclined",
+    "model_sampler",
+    "open_model_sampler",
+]

@@ -8,16 +8,18 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import mcp_types as types
 import msgspec
 import trio
-from mcp.client.session import ClientSession, IncomingMessage
+from mcp.client.session import ClientRequestContext, ClientSession, IncomingMessage
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
 
+from kernel.events import ToolProgress
 from kernel.items import FunctionCallOutputPayload, FunctionTool
 from kernel.tools import RespondToModel
 
@@ -25,6 +27,7 @@ from .._registry import Tool, ToolRegistry
 from ._config import McpServer
 from ._convert import result_payload
 from ._naming import mcp_tool_name, server_prefix
+from ._server_side import ElicitFn, ProgressFn, SampleFn, elicitation_result, sampling_result
 
 __all__ = ["McpTools", "McpToolRegistry", "open_mcp_tools"]
 
@@ -109,11 +112,13 @@ class _Connection:
     async def _run(self, ready: trio.Event) -> None:
         server = self.server
         started = False
+        scope = trio.CancelScope()
         try:
             # one scope for the startup deadline and stop(): a deadline inside the exit stack
             # would be exited before the contexts it entered
-            with trio.CancelScope(deadline=trio.current_time() + server.startup_timeout) as scope:
-                self._scope = scope
+            scope.deadline = trio.current_time() + server.startup_timeout
+            self._scope = scope
+            with scope:
                 async with AsyncExitStack() as stack:
                     session = await self._connect(stack)
                     await session.initialize()
@@ -125,18 +130,24 @@ class _Connection:
                     started = True
                     self.owner._changed(self)
                     ready.set()
+                    # a call after a crash starts the server again while this one tears down
+                    self._starting = None
                     await trio.sleep_forever()
             if not started and scope.cancelled_caught and trio.current_time() >= scope.deadline:
                 self._failed(f"did not start within {server.startup_timeout:g}s")
         except Exception as exc:
-            self._failed(("failed to start: " if not started else "stopped: ") + self.describe(exc))
+            if self._scope is scope:  # (not when a newer start replaced this one)
+                self._failed(("failed to start: " if not started else "stopped: ") + self.describe(exc))
         finally:
-            if self.session is not None and self._scope is not None and self._scope.cancel_called:
+            mine = self._scope is scope
+            if mine and self.session is not None and scope.cancel_called:
                 self.session = None
                 if self.error is None:
                     self.error = "stopped"
-            self._scope = None
-            self._starting = None
+            if mine:
+                self._scope = None
+            if self._starting is ready:
+                self._starting = None
             ready.set()
 
     async def _connect(self, stack: AsyncExitStack) -> ClientSession:
@@ -157,7 +168,27 @@ class _Connection:
                 headers["Authorization"] = f"Bearer {token}"
             http = await stack.enter_async_context(create_mcp_http_client(headers=headers))
             read, write = await stack.enter_async_context(streamable_http_client(server.url, http_client=http))
-        return await stack.enter_async_context(ClientSession(read, write, message_handler=self._on_message))
+        sampling = self._on_sampling if self.owner.sample is not None else None
+        return await stack.enter_async_context(
+            ClientSession(
+                read,
+                write,
+                message_handler=self._on_message,
+                elicitation_callback=self._on_elicitation,
+                sampling_callback=sampling,
+            )
+        )
+
+    async def _on_elicitation(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        return await elicitation_result(self.server.name, self.owner.elicit, params)
+
+    async def _on_sampling(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.ErrorData:
+        assert self.owner.sample is not None
+        return await sampling_result(self.server.name, self.owner.sample, params)
 
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, types.ToolListChangedNotification):
@@ -188,22 +219,35 @@ class _Connection:
 
     # --- calls -----------------------------------------------------------------------------
 
-    async def call(self, tool: str, arguments: dict[str, Any]) -> FunctionCallOutputPayload:
+    async def call(self, tool: str, arguments: dict[str, Any], model_name: str = "") -> FunctionCallOutputPayload:
         name = self.server.name
         await self.refresh_if_stale()
         session = await self.ensure()
         timeout = self.server.tool_timeout
+        on_progress = self.owner.on_progress
+        report = None
+        if on_progress is not None:
+            deliver = on_progress
+            shown = model_name or tool
+
+            async def report(progress: float, total: float | None, message: str | None) -> None:
+                try:
+                    await deliver(ToolProgress(shown, progress, total, message, server=name))
+                except Exception as exc:
+                    log.warning("MCP server %r: the progress callback failed: %r", name, exc)
+
         try:
+            # leaving this scope early (the timeout, an interrupt) abandons the request: the SDK
+            # then sends the server notifications/cancelled for it
             with trio.move_on_after(timeout) as scope:
-                result = await session.call_tool(tool, arguments)
+                result = await session.call_tool(tool, arguments, progress_callback=report)
+        except MCPError as exc:
+            if exc.code == types.CONNECTION_CLOSED:
+                self._lost(tool, exc)
+            # a JSON-RPC error answer: the connection is fine
+            raise RespondToModel(f"MCP tool {tool!r} on server {name!r} failed: {self.describe(exc)}") from None
         except Exception as exc:
-            message = self.describe(exc)
-            self._failed(f"the connection failed: {message}")
-            self.stop()
-            raise RespondToModel(
-                f"MCP server {name!r} failed while running tool {tool!r} ({message}); "
-                "it will be restarted on the next call"
-            ) from None
+            self._lost(tool, exc)
         if scope.cancelled_caught:
             raise RespondToModel(f"MCP tool {tool!r} on server {name!r} timed out after {timeout:g}s")
         try:
@@ -212,13 +256,31 @@ class _Connection:
             log.warning("MCP server %r: refreshing the tool list failed: %s", name, self.describe(exc))
         return result_payload(result)
 
+    def _lost(self, tool: str, exc: BaseException) -> NoReturn:
+        message = self.describe(exc)
+        self._failed(f"the connection failed: {message}")
+        self.stop()
+        raise RespondToModel(
+            f"MCP server {self.server.name!r} failed while running tool {tool!r} ({message}); "
+            "it will be restarted on the next call"
+        ) from None
+
 
 class McpTools:
     """The running servers and their tools (from :func:`open_mcp_tools`). Iterating yields the
     current :class:`~actors.tools.Tool` objects; :attr:`errors` maps a server that is down to why.
     ``on_change`` callbacks run (synchronously) when a server's tool list changed."""
 
-    def __init__(self, servers: Sequence[McpServer], nursery: trio.Nursery, reserved: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        servers: Sequence[McpServer],
+        nursery: trio.Nursery,
+        reserved: Iterable[str] = (),
+        *,
+        elicit: ElicitFn | None = None,
+        sample: SampleFn | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> None:
         names = [s.name for s in servers]
         if len(set(names)) != len(names):
             raise ValueError(f"MCP server names must be unique: {names}")
@@ -226,6 +288,9 @@ class McpTools:
         if len(set(prefixes)) != len(prefixes):
             raise ValueError(f"MCP server names must stay distinct once sanitised: {names}")
         self.nursery = nursery
+        self.elicit = elicit
+        self.sample = sample
+        self.on_progress = on_progress
         self.connections = [_Connection(s, self) for s in servers]
         self._reserved = frozenset(reserved)
         self._tools: dict[str, Tool] = {}
@@ -281,16 +346,17 @@ async def _start_quietly(conn: _Connection) -> None:
 class _Caller:
     """The function behind an MCP tool: takes the raw JSON arguments."""
 
-    def __init__(self, connection: _Connection, tool: str) -> None:
+    def __init__(self, connection: _Connection, tool: str, name: str = "") -> None:
         self.connection = connection
         self.tool = tool
+        self.name = name
 
     async def __call__(self, arguments: str) -> FunctionCallOutputPayload:
         try:
             args = _ARGS.decode(arguments or "{}")
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise RespondToModel(f"invalid arguments: arguments must be a JSON object ({exc})") from None
-        return await self.connection.call(self.tool, args)
+        return await self.connection.call(self.tool, args, self.name)
 
 
 class _Unavailable:
@@ -323,7 +389,7 @@ def _make_tool(conn: _Connection, mcp_tool: types.Tool, name: str) -> Tool:
     description = mcp_tool.description or mcp_tool.title or ""
     spec = FunctionTool(name=name, description=description, parameters=_parameters(mcp_tool.input_schema), strict=False)
     read_only = bool(mcp_tool.annotations is not None and mcp_tool.annotations.read_only_hint)
-    return Tool(name, _Caller(conn, mcp_tool.name), spec, read_only, True)
+    return Tool(name, _Caller(conn, mcp_tool.name, name), spec, read_only, True)
 
 
 class McpToolRegistry(ToolRegistry):
@@ -362,15 +428,29 @@ class McpToolRegistry(ToolRegistry):
 
 @asynccontextmanager
 async def open_mcp_tools(
-    servers: Iterable[McpServer], *, reserved_names: Iterable[str] = ()
+    servers: Iterable[McpServer],
+    *,
+    reserved_names: Iterable[str] = (),
+    elicit: ElicitFn | None = None,
+    sample: SampleFn | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> AsyncIterator[McpTools]:
     """Start ``servers`` (concurrently, each within its ``startup_timeout``) and yield their
     tools as :class:`McpTools`. A server that fails to start does not raise: it is listed in
     :attr:`McpTools.errors` and restarted on the next call of one of its names. Leaving the block
     stops every server (a stdio server's process group is terminated). ``reserved_names`` are
-    names MCP tools must not take (the session's own tools)."""
+    names MCP tools must not take (the session's own tools).
+
+    The server's side of the conversation (see :mod:`actors.tools.mcp._server_side`):
+    ``elicit(server, message, requested_schema)`` answers ``elicitation/create`` with an
+    :class:`ElicitAnswer` (declined when not given); ``sample(server, messages, system_prompt,
+    max_tokens)`` answers ``sampling/createMessage`` with ``(text, model, usage)`` (not offered
+    when not given: the server gets an error; :func:`model_sampler` builds one);
+    ``on_progress(event)`` receives a :class:`~kernel.events.ToolProgress` for each
+    ``notifications/progress`` of a running call. A call cut short (its ``tool_timeout``, or the
+    caller cancelled: an interrupted turn) sends the server ``notifications/cancelled``."""
     async with trio.open_nursery() as nursery:
-        tools = McpTools(list(servers), nursery, reserved_names)
+        tools = McpTools(list(servers), nursery, reserved_names, elicit=elicit, sample=sample, on_progress=on_progress)
         try:
             await tools.start()
             yield tools
