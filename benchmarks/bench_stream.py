@@ -51,9 +51,10 @@ async def floor_run(base_url: str) -> tuple[float, int]:
         return time.process_time() - start, events
 
 
-async def kernel_run(base_url: str) -> tuple[float, int]:
-    """CPU seconds and SSE events for a session turn consumed by one subscriber."""
-    settings = ModelSettings(base_url=base_url, model="m", api_key="sk-bench", transport="http")
+async def kernel_run(base_url: str, transport: str = "http") -> tuple[float, int]:
+    """CPU seconds and text deltas for a session turn consumed by one subscriber (over
+    ``transport``: HTTP+SSE, as the floor reads the same bytes, unless asked otherwise)."""
+    settings = ModelSettings(base_url=base_url, model="m", api_key="sk-bench", transport=transport)  # type: ignore[arg-type]
     async with open_session(model=settings) as session:
         start = time.process_time()
         deltas = 0

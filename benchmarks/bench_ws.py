@@ -39,6 +39,7 @@ from actors.model.transport import StreamRequest
 from actors.session import open_session
 from actors.tools import tool
 
+from .bench_stream import kernel_run
 from .harness import scripted_server_process, streaming_script
 
 __all__ = ["measure", "main", "tool_loop_script"]
@@ -143,24 +144,6 @@ def measure(calls: int = 50, output_kib: int = 4, runs: int = 3, log: Log = _sil
     return out
 
 
-async def _stream(base_url: str, transport: str) -> tuple[float, int]:
-    from kernel import Message, TurnCompleted, TurnFailed
-    from kernel.events import TextDelta
-
-    settings = ModelSettings(base_url=base_url, model="m", api_key="bench-key", transport=transport)  # type: ignore[arg-type]
-    async with open_session(model=settings) as session:
-        start = time.process_time()
-        deltas = 0
-        async with session.subscribe() as events:
-            await session.submit([Message.user("go")])
-            async for event in events:
-                if type(event) is TextDelta:
-                    deltas += 1
-                elif isinstance(event, (TurnCompleted, TurnFailed)):
-                    break
-        return time.process_time() - start, deltas
-
-
 def measure_streaming(deltas: int = 20_000, runs: int = 3, log: Log = _silent) -> dict[str, Any]:
     """Client CPU µs per streamed delta over each transport (median of ``runs``, alternating; a
     fresh server and a warm-up turn per run)."""
@@ -168,9 +151,9 @@ def measure_streaming(deltas: int = 20_000, runs: int = 3, log: Log = _silent) -
     for r in range(runs):
         for transport in samples:
             with scripted_server_process(streaming_script(deltas)) as server:
-                trio.run(_stream, server.base_url, transport)  # warm-up: imports, the first connection
+                trio.run(kernel_run, server.base_url, transport)  # warm-up: imports, the first connection
             with scripted_server_process(streaming_script(deltas)) as server:
-                cpu, seen = trio.run(_stream, server.base_url, transport)
+                cpu, seen = trio.run(kernel_run, server.base_url, transport)
             samples[transport].append(cpu * 1e6 / max(1, seen))
         log(f"    streaming round {r + 1}/{runs} done (load {os.getloadavg()[0]:.2f})")
     out: dict[str, Any] = {name: statistics.median(v) for name, v in samples.items()}
