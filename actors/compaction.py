@@ -15,8 +15,9 @@ Compaction runs between requests, so a tool call and its output are never split.
 * ``"local"`` — the model itself is asked for a summary (:data:`kernel.compaction.COMPACTION_PROMPT`,
   no tools), and the history becomes the recent user messages within a budget plus that summary
   (:func:`kernel.compaction.build_compacted_history`, as codex builds it);
-* ``"auto"`` — remote on the Responses wire until the endpoint answers 404/405 (then local for the
-  rest of the process, per endpoint), local on the Chat wire;
+* ``"auto"`` — remote on the Responses wire until the endpoint answers 404/405 (then local: for
+  every session of the ModelActor, which remembers it, or for the session when its model is a bare
+  client), local on the Chat wire;
 * ``"server"`` — the service compacts (``context_management`` on each request, see
   :mod:`actors.model`); on a refusal anyway, local;
 * ``"off"`` — a refusal fails the turn (the seed's behaviour).
@@ -60,9 +61,6 @@ from .model._responses import input_wire
 
 __all__ = ["SessionCompactor", "CompactionFailed"]
 
-_no_remote: set[str] = set()
-"""Endpoints (base URLs) that answered ``/responses/compact`` with 404 or 405, for the process."""
-
 
 class CompactionFailed(ContextWindowExceeded):
     """The history outgrew the window and compacting it did not help (the message says why)."""
@@ -82,6 +80,8 @@ class SessionCompactor:
     settings: ModelSettings
     actor: ModelActor | None = None
     compactions: int = 0
+    no_route: bool = False
+    """The endpoint answered ``/responses/compact`` with 404/405 (without an actor to remember it)."""
     _last_total_input: int = 0
     _last_len: int | None = None
 
@@ -181,7 +181,9 @@ class SessionCompactor:
         s = self.settings
         if s.wire != "responses" or s.compaction not in ("auto", "remote"):
             return False
-        return s.compaction == "remote" or s.base_url not in _no_remote
+        if s.compaction == "remote":
+            return True
+        return not (self.no_route or (self.actor is not None and self.actor.compact_route is False))
 
     def _http(self) -> HttpSseTransport | None:
         if self.actor is None:
@@ -214,8 +216,10 @@ class SessionCompactor:
         try:
             answer = await http.post_json("responses/compact", body)
         except InvalidRequest as exc:
-            if self.settings.compaction == "auto" and _no_route(exc):
-                _no_remote.add(self.settings.base_url)
+            if self.settings.compaction == "auto" and exc.http_status in (404, 405):
+                self.no_route = True
+                if self.actor is not None:
+                    self.actor.compact_route = False
                 return None
             raise
         output = answer.get("output") if isinstance(answer, dict) else None
@@ -223,6 +227,8 @@ class SessionCompactor:
             replacement = replacement_from_remote(output if isinstance(output, list) else [])
         except WireFormatError as exc:
             raise CompactionFailed(f"the /responses/compact answer is unusable: {exc}") from None
+        if self.actor is not None:
+            self.actor.compact_route = True
         await self._count_usage(answer.get("usage") if isinstance(answer, dict) else None)
         return replacement
 
@@ -273,8 +279,3 @@ class SessionCompactor:
         if parsed is not None:
             self.host.total_usage = self.host.total_usage + parsed
             await self.host.publish([ev.TokenUsageUpdated(parsed, self.host.total_usage)])
-
-
-def _no_route(exc: KernelError) -> bool:
-    text = str(exc)
-    return any(marker in text for marker in ("404", "405", "Not Found", "not found", "no route", "Method Not Allowed"))

@@ -49,7 +49,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import trio
 
-from kernel.events import Event, FallbackWarning, StreamRetry, ToolProgress, TurnAborted, TurnCompleted, TurnFailed
+from kernel.events import (
+    Event,
+    FallbackWarning,
+    StreamRetry,
+    TokenUsageUpdated,
+    ToolProgress,
+    TurnAborted,
+    TurnCompleted,
+    TurnFailed,
+)
 from kernel.items import Message, ResponseItem
 from kernel.prompt import PromptConfig, ToolConfig
 from kernel.stream import ModelClient, TokenUsage
@@ -63,7 +72,7 @@ from .secrets import RedactingClient, RedactingToolExecutor, Redactor
 from .tools import Tool, ToolActor, ToolRegistry
 
 if TYPE_CHECKING:
-    from .tools.mcp import ApproveFn, ElicitFn, McpServer
+    from .tools.mcp import ApproveFn, ElicitFn, McpServer, McpToolRegistry, McpTools
 
 __all__ = ["Session", "TurnHandle", "TurnStream", "open_session", "run_session"]
 
@@ -413,6 +422,61 @@ class Session:
             handle._done.set()
 
 
+async def _enter_mcp(
+    stack: AsyncExitStack,
+    servers: Iterable[McpServer | McpTools],
+    registry: ToolRegistry,
+    *,
+    client: ModelClient,
+    model_name: str,
+    elicit: ElicitFn | None,
+    approve: ApproveFn | None,
+    host: Callable[[], TurnHost[Any]],
+) -> McpToolRegistry:
+    """Start the session's own MCP servers on ``stack`` and return ``registry`` with their tools
+    and those of the shared (already running) :class:`McpTools` added. Progress events and the
+    usage of sampling requests go to the session's turn host (tagged with the running turn)."""
+    from .tools.mcp import McpServer, McpToolRegistry, McpTools, model_sampler, open_mcp_tools
+
+    own: list[McpServer] = []
+    shared: list[McpTools] = []
+    for server in servers:
+        if isinstance(server, McpServer):
+            own.append(server)
+        elif isinstance(server, McpTools):
+            shared.append(server)
+        else:
+            raise TypeError(f"open_session(mcp_servers=...): expected McpServer or McpTools items, got {server!r}")
+
+    async def progress(event: ToolProgress) -> None:
+        await host().publish([event])
+
+    sample = None
+    if approve is not None:
+        sampler = model_sampler(client, approve, model_name=model_name)
+
+        async def sample(
+            server: str, messages: list[Message], system: str | None, max_tokens: int
+        ) -> tuple[str, str, TokenUsage | None]:
+            text, name, usage = await sampler(server, messages, system, max_tokens)
+            if usage is not None:  # a server's sampling request counts in the session's usage
+                turn_host = host()
+                turn_host.total_usage = turn_host.total_usage + usage
+                await turn_host.publish([TokenUsageUpdated(usage, turn_host.total_usage)])
+            return text, name, usage
+
+    sources = list(shared)
+    if own:
+        reserved = set(registry.names())
+        mine = await stack.enter_async_context(
+            open_mcp_tools(own, reserved_names=reserved, elicit=elicit, sample=sample)
+        )
+        sources.insert(0, mine)
+    tools = McpToolRegistry(registry, sources, on_progress=progress)
+    stack.callback(tools.detach)
+    return tools
+
+
 def _with_cache_key(config: PromptConfig, session_id: str) -> PromptConfig:
     """``config`` with the session's id as its ``prompt_cache_key`` unless it names one."""
     if config.prompt_cache_key is not None or not session_id:
@@ -480,7 +544,7 @@ async def open_session(
     cwd: str | os.PathLike[str] | None = None,
     max_buffer: int | None = None,
     redact: Redactor | Iterable[str] | None = None,
-    mcp_servers: Sequence[McpServer] | None = None,
+    mcp_servers: Iterable[McpServer | McpTools] | None = None,
     mcp_elicit: ElicitFn | None = None,
     mcp_sample_approve: ApproveFn | None = None,
 ) -> AsyncIterator[Session]:
@@ -505,15 +569,20 @@ async def open_session(
     to that default; a :class:`~actors.secrets.Redactor` replaces it (``Redactor()``: scrub
     nothing). Without secrets nothing is wrapped.
 
-    ``mcp_servers``: :class:`~actors.tools.mcp.McpServer` configurations; the servers start
-    (concurrently) in the session's nursery before the block is entered, their tools are added
-    to the session's tools (a registry passed as ``tools`` is copied, not changed), and they stop
-    when the session ends. A server that fails to start does not fail the session (see
-    :mod:`actors.tools.mcp`). Their progress notifications are published as
-    :class:`~kernel.ToolProgress` events. ``mcp_elicit`` answers a server's questions to the user
-    (``elicitation/create``; without it they are declined); ``mcp_sample_approve`` lets servers
-    sample through this session's model (``sampling/createMessage``), each request approved by it
-    (without it, sampling is refused).
+    ``mcp_servers``: :class:`~actors.tools.mcp.McpServer` configurations, whose servers start
+    (concurrently) in the session's nursery before the block is entered and stop when the session
+    ends, and/or running :class:`~actors.tools.mcp.McpTools` (from
+    :func:`~actors.tools.mcp.open_mcp_tools`) shared with other sessions, which the session only
+    uses. Their tools are added to the session's tools (a registry passed as ``tools`` is copied,
+    not changed). A server that fails to start does not fail the session (see
+    :mod:`actors.tools.mcp`). Progress notifications of this session's calls are published as
+    :class:`~kernel.ToolProgress` events. For its own servers: ``mcp_elicit`` answers a server's
+    questions to the user (``elicitation/create``; without it they are declined);
+    ``mcp_sample_approve`` lets servers sample through this session's model
+    (``sampling/createMessage``), each request approved by it (without it, sampling is refused),
+    its usage counted in the session's :attr:`~Session.total_usage`. A shared server's questions
+    and sampling requests go to the callbacks its :class:`~actors.tools.mcp.McpTools` was opened
+    with (a request on a shared connection cannot be told apart by session).
 
     Errors while opening are raised as themselves, never wrapped in an ``ExceptionGroup``:
     ``FileNotFoundError`` (``resume=True``, no rollout), ``FileExistsError``,
@@ -523,6 +592,7 @@ async def open_session(
     :meth:`Session.aclose`.
     """
     registry = _registry_of(tools)
+    mcp_servers = list(mcp_servers or ())
     settings = model.settings if isinstance(model, ModelActor) else model if isinstance(model, ModelSettings) else None
     redactor = _redactor_for(redact, settings)
     model_name = settings.model if settings is not None else getattr(model, "model", "")
@@ -566,24 +636,18 @@ async def open_session(
                             f"belongs to session {history.meta.session_id!r}; pass its id or session_id=None"
                         )
                     sink = _RedactingSink(notifier, history, redactor) if redactor else _SessionSink(notifier, history)
+                    mcp_registry: McpToolRegistry | None = None
                     if mcp_servers:
-                        from .tools.mcp import McpToolRegistry, model_sampler, open_mcp_tools
-
-                        async def _progress(event: ToolProgress) -> None:
-                            await sink.publish([attrs.evolve(event, turn_id=host.turn_id)])
-
-                        mcp = await nursery_stack.enter_async_context(
-                            open_mcp_tools(
-                                mcp_servers,
-                                reserved_names=registry.names(),
-                                elicit=mcp_elicit,
-                                sample=model_sampler(client, mcp_sample_approve, model_name=model_name)
-                                if mcp_sample_approve is not None
-                                else None,
-                                on_progress=_progress,
-                            )
+                        registry = mcp_registry = await _enter_mcp(
+                            nursery_stack,
+                            mcp_servers,
+                            registry,
+                            client=client,
+                            model_name=model_name,
+                            elicit=mcp_elicit,
+                            approve=mcp_sample_approve,
+                            host=lambda: host,
                         )
-                        registry = McpToolRegistry(registry, mcp)
                     tool_actor = ToolActor(registry)
                     tool_actor.start_on_demand(nursery)
                     host: TurnHost[Any] = TurnHost(
@@ -611,18 +675,17 @@ async def open_session(
                         redactor=redactor,
                     )
                     session._close_hooks += [tool_actor.close, model_scope.cancel]
-                    if mcp_servers:
-                        mcp_registry = registry
+                    if mcp_registry is not None:
+                        tools_now = mcp_registry
 
                         def _sync_tools() -> None:
                             host.tool_config = (
-                                mcp_registry.tool_config(parallel_tool_calls=parallel_tool_calls)
-                                if len(mcp_registry)
+                                tools_now.tool_config(parallel_tool_calls=parallel_tool_calls)
+                                if len(tools_now)
                                 else ToolConfig()
                             )
 
-                        assert isinstance(registry, McpToolRegistry)
-                        registry.on_change.append(_sync_tools)
+                        tools_now.on_change.append(_sync_tools)
                     async with trio.open_nursery() as turns:
                         session._turns = turns
                         opened = True
@@ -662,7 +725,7 @@ async def run_session(
     cwd: str | os.PathLike[str] | None = None,
     max_buffer: int | None = None,
     redact: Redactor | Iterable[str] | None = None,
-    mcp_servers: Sequence[McpServer] | None = None,
+    mcp_servers: Iterable[McpServer | McpTools] | None = None,
     mcp_elicit: ElicitFn | None = None,
     mcp_sample_approve: ApproveFn | None = None,
     task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED,

@@ -46,10 +46,12 @@ class KernelError(Exception):
     """Base of every error the kernel raises or understands.
 
     ``retryable`` says whether the sampling loop may try again; ``retry_after`` is the delay the
-    server requested, in seconds, or ``None``.
+    server requested, in seconds, or ``None``; ``http_status`` is the HTTP status of the response
+    that carried the error, when one did (set by the transport), else ``None``.
     """
 
     retryable: bool = False
+    http_status: int | None = None
 
     def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(message)

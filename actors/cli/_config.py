@@ -20,7 +20,8 @@ unset), or the file ``--mcp-config`` / ``--config`` names. Codex's shape::
     url = "https://example.com/mcp"
     bearer_token_env_var = "DOCS_TOKEN"
     startup_timeout_sec = 10             # both kinds: startup_timeout_sec, tool_timeout_sec,
-    tool_timeout_sec = 60                # enabled_tools, disabled_tools, enabled (false: skipped)
+    tool_timeout_sec = 60                # enabled_tools, disabled_tools, enabled (false: skipped),
+    shared = true                        # shared (false: a batch starts one per task, not per worker)
 
 Precedence: flag, then the selected profile, then the file's top level, then the default. Bad
 configuration is a :class:`ConfigError` (exit status 2) naming the file, the server and the key.
@@ -64,7 +65,14 @@ SETTINGS: dict[str, tuple[Any, tuple[str, ...] | None]] = {
     "approval": ("on-request", ("never", "on-request", "untrusted")),
 }
 _TOP_KEYS = {*SETTINGS, "profile", "profiles", "mcp_servers"}
-_COMMON_SERVER_KEYS = {"startup_timeout_sec", "tool_timeout_sec", "enabled_tools", "disabled_tools", "enabled"}
+_COMMON_SERVER_KEYS = {
+    "startup_timeout_sec",
+    "tool_timeout_sec",
+    "enabled_tools",
+    "disabled_tools",
+    "enabled",
+    "shared",
+}
 _STDIO_KEYS = {"command", "args", "env", "cwd"}
 _HTTP_KEYS = {"url", "bearer_token_env_var", "http_headers"}
 _SERVER_KEYS = _COMMON_SERVER_KEYS | _STDIO_KEYS | _HTTP_KEYS
@@ -93,6 +101,7 @@ class ServerSpec:
     tool_timeout_sec: float = 60.0
     enabled_tools: tuple[str, ...] | None = None
     disabled_tools: tuple[str, ...] | None = None
+    shared: bool = True
 
     @property
     def transport(self) -> str:
@@ -121,6 +130,8 @@ class ServerSpec:
             out["enabled_tools"] = list(self.enabled_tools)
         if self.disabled_tools is not None:
             out["disabled_tools"] = list(self.disabled_tools)
+        if not self.shared:
+            out["shared"] = False
         return out
 
 
@@ -236,12 +247,14 @@ class _Checker:
                 raise self.fail(f"{where}.{key}", "is for HTTP servers (url), not stdio ones (command)")
             if not stdio and key in _STDIO_KEYS:
                 raise self.fail(f"{where}.{key}", "is for stdio servers (command), not HTTP ones (url)")
-        if "enabled" in data:
-            if not isinstance(data["enabled"], bool):
-                raise self.fail(f"{where}.enabled", f"expected a boolean, got {_kind(data['enabled'])}")
-            if not data["enabled"]:
-                return None
+        for key in ("enabled", "shared"):
+            if key in data and not isinstance(data[key], bool):
+                raise self.fail(f"{where}.{key}", f"expected a boolean, got {_kind(data[key])}")
+        if not data.get("enabled", True):
+            return None
         fields: dict[str, Any] = {}
+        if "shared" in data:
+            fields["shared"] = data["shared"]
         for key in ("command", "cwd", "url", "bearer_token_env_var"):
             if key in data:
                 fields[key] = self.string(data[key], f"{where}.{key}")
@@ -361,6 +374,7 @@ def mcp_servers(specs: list[ServerSpec]) -> list[McpServer]:
             tool_timeout=spec.tool_timeout_sec,
             enabled_tools=spec.enabled_tools,
             disabled_tools=spec.disabled_tools,
+            shared=spec.shared,
         )
         if spec.command is not None:
             servers.append(

@@ -156,6 +156,9 @@ class ModelActor:
         self.transports: tuple[ModelTransport, ...] = tuple(transports)
         self._send, self._receive = trio.open_memory_channel[_Request](0)
         self.requests_started = 0
+        self.compact_route: bool | None = None
+        """Whether the endpoint serves ``/responses/compact``: ``None`` until a compaction found
+        out, ``False`` after a 404/405 (its sessions then compact locally)."""
 
     def __repr__(self) -> str:
         return f"ModelActor(endpoint={self.settings.endpoint!r}, model={self.settings.model!r})"

@@ -285,8 +285,10 @@ def error_from_http(
     ``/responses`` route gets a hint); ``max_retry_after`` (``ModelSettings.max_retry_after``)
     makes a request for a longer wait fail at once. The message is ``"<status> <phrase>: <body
     message>"``, built from the body only (never from request headers), with secrets redacted and
-    long text truncated. Never raises.
+    long text truncated; the error's ``http_status`` is ``status``. Never raises.
     """
     from ._error_table import http_error  # the table imports this module's helpers
 
-    return http_error(status, headers, body, wire=wire, max_retry_after=max_retry_after)
+    error = http_error(status, headers, body, wire=wire, max_retry_after=max_retry_after)
+    error.http_status = status
+    return error

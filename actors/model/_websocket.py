@@ -22,8 +22,9 @@ mid-response, or no frame for ``idle_timeout`` seconds, is a retryable
 
 **Fallback.** An endpoint that answers the upgrade with anything but 101 (vLLM, Ollama, most
 proxies) has no WebSocket mode: with ``fallback`` (the actor's HTTP transport, under
-``transport="auto"``) the request goes over HTTP at once, and so does every later request to that
-endpoint in this process. A session that spends its retry budget on WebSocket is moved to HTTP by
+``transport="auto"``) the request goes over HTTP at once, and so does every later request of the
+actor's sessions (the refusal is remembered by the transport, one per actor: not for the process,
+where another server may later listen on the same host and port). A session that spends its retry budget on WebSocket is moved to HTTP by
 the kernel's sampling loop (``try_switch_fallback_transport``), for the rest of the session.
 
 Secrets: the API key is sent only in the upgrade request's ``Authorization`` header; it is never
@@ -60,9 +61,6 @@ __all__ = ["WebSocketTransport", "websocket_url"]
 CONNECTION_LIFETIME: Final = 55 * 60.0
 """Seconds after which a connection is replaced before its next request (the service closes
 connections at 60 minutes; ``websocket_connection_limit_reached`` is handled too)."""
-
-_refused_endpoints: dict[str, int] = {}
-"""Endpoints (ws URL) that answered the upgrade with a non-101 status, for the process."""
 
 _NOT_SENT: Final = frozenset({"stream", "background"})
 
@@ -141,6 +139,10 @@ class WebSocketTransport:
         headers.extend(settings.extra_headers)
         self._headers = tuple(headers)
         self._ssl_context = ssl_context
+        self.refused_status: int | None = None
+        """The status the endpoint answered the upgrade with when it refused it (remembered for
+        this transport's life, so for its ModelActor's: not for the process, where a different
+        server may later listen on the same host and port)."""
         self._open: set[WsConnection] = set()
         self.requests = 0
         self.incremental_requests = 0
@@ -176,14 +178,14 @@ class WebSocketTransport:
 
     @property
     def refused(self) -> bool:
-        """Whether this endpoint refused the upgrade earlier in this process."""
-        return self.url in _refused_endpoints
+        """Whether this endpoint refused the upgrade earlier (on this transport)."""
+        return self.refused_status is not None
 
     async def stream(self, request: StreamRequest) -> None:
         """Send the request as ``response.create`` and deliver its events (see the module
         docstring); over ``fallback`` when the endpoint has no WebSocket mode."""
-        if self.url in _refused_endpoints:
-            await self._over_fallback(request, _refused_endpoints[self.url])
+        if self.refused_status is not None:
+            await self._over_fallback(request, self.refused_status)
             return
         state = request.state
         if not isinstance(state, _WsSession):
@@ -200,7 +202,7 @@ class WebSocketTransport:
                             await self._drop(state)
                 raise StreamError("the WebSocket endpoint kept refusing the response chain")
             except WsRefused as refused:
-                _refused_endpoints[self.url] = refused.status
+                self.refused_status = refused.status
             except BaseException:
                 # a failed, interrupted or cancelled response: the server forgot the chain; a
                 # socket with a response still in flight is in an unknown state, so it goes too
@@ -210,7 +212,8 @@ class WebSocketTransport:
                     with trio.CancelScope(shield=True):
                         await self._drop(state)
                 raise
-        await self._over_fallback(request, _refused_endpoints[self.url])
+        assert self.refused_status is not None
+        await self._over_fallback(request, self.refused_status)
 
     async def _over_fallback(self, request: StreamRequest, status: int) -> None:
         if self.fallback is None:

@@ -117,7 +117,8 @@ def check_task(
     if interrupted:
         _check_interrupted(task, outcome, attempts)
     elif outcome.status == "aborted":
-        _fail(f"{task.tid}: aborted without an interrupt")
+        tail = [e for e in gen.events if getattr(e, "turn_id", None) == task.tid][-12:]
+        _fail(f"{task.tid}: aborted without an interrupt (gen error {gen.error!r}); its last events: {tail!r}")
     runs = _retry_runs(attempts, compactions)
     stats.window_retries += _check_window_retries(task, runs, compactions)
     order = _TRANSPORT_ORDER[gen.transport]

@@ -38,6 +38,7 @@ class FakeService:
     refuse: int | None = None
     plan: Plan | None = None
     responses: int = 0
+    refusals: int = 0
 
     @property
     def base_url(self) -> str:
@@ -45,6 +46,7 @@ class FakeService:
 
     async def handle(self, request: WebSocketRequest) -> None:
         if self.refuse is not None:
+            self.refusals += 1
             await request.reject(self.refuse, body=b"no websocket here")
             return
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}

@@ -108,6 +108,8 @@ async def test_local_compaction_when_the_endpoint_has_no_compact_route(
     assert model.summaries >= 1 and server.compactions == 0
     finished = [e for e in events if isinstance(e, CompactionFinished)]
     assert finished and {e.mode for e in finished} == {"local"}
+    # the 404 is remembered (by the session's model actor, with the HTTP status on the error)
+    assert len(finished) >= 2 and sum(r.endpoint == "compact" for r in server.requests) == 1
 
 
 async def test_local_compaction_on_the_chat_wire(autojump_clock: trio.testing.MockClock) -> None:

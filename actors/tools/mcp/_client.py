@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -219,12 +220,16 @@ class _Connection:
 
     # --- calls -----------------------------------------------------------------------------
 
-    async def call(self, tool: str, arguments: dict[str, Any], model_name: str = "") -> FunctionCallOutputPayload:
+    async def call(
+        self, tool: str, arguments: dict[str, Any], model_name: str = "", on_progress: ProgressFn | None = None
+    ) -> FunctionCallOutputPayload:
+        """Run ``tool``; its progress notifications go to ``on_progress`` (default: the owner's)."""
         name = self.server.name
         await self.refresh_if_stale()
         session = await self.ensure()
         timeout = self.server.tool_timeout
-        on_progress = self.owner.on_progress
+        if on_progress is None:
+            on_progress = self.owner.on_progress
         report = None
         if on_progress is not None:
             deliver = on_progress
@@ -346,34 +351,37 @@ async def _start_quietly(conn: _Connection) -> None:
 class _Caller:
     """The function behind an MCP tool: takes the raw JSON arguments."""
 
-    def __init__(self, connection: _Connection, tool: str, name: str = "") -> None:
+    def __init__(
+        self, connection: _Connection, tool: str, name: str = "", on_progress: ProgressFn | None = None
+    ) -> None:
         self.connection = connection
         self.tool = tool
         self.name = name
+        self.on_progress = on_progress
 
     async def __call__(self, arguments: str) -> FunctionCallOutputPayload:
         try:
             args = _ARGS.decode(arguments or "{}")
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise RespondToModel(f"invalid arguments: arguments must be a JSON object ({exc})") from None
-        return await self.connection.call(self.tool, args, self.name)
+        return await self.connection.call(self.tool, args, self.name, self.on_progress)
 
 
 class _Unavailable:
     """The function behind a name of a server that is down: restart it (backoff permitting) and
     run the call if the tool is there now, else a model-visible error naming the server."""
 
-    def __init__(self, tools: McpTools, connection: _Connection, name: str) -> None:
-        self.tools = tools
+    def __init__(self, registry: McpToolRegistry, connection: _Connection, name: str) -> None:
+        self.registry = registry
         self.connection = connection
         self.name = name
 
     async def __call__(self, arguments: str) -> FunctionCallOutputPayload:
         await self.connection.ensure()
-        for t in self.tools:
-            if t.name == self.name:
-                result: FunctionCallOutputPayload = await t.fn(arguments)
-                return result
+        found = self.registry.listed(self.name)
+        if found is not None:
+            result: FunctionCallOutputPayload = await found.fn(arguments)
+            return result
         raise RespondToModel(f"MCP server {self.connection.server.name!r} has no tool named {self.name!r}")
 
 
@@ -393,37 +401,79 @@ def _make_tool(conn: _Connection, mcp_tool: types.Tool, name: str) -> Tool:
 
 
 class McpToolRegistry(ToolRegistry):
-    """A :class:`~actors.tools.ToolRegistry` of some tools plus the MCP tools, kept in sync with
-    the servers' tool lists. A name with an MCP server's prefix that is not (or no longer) listed
-    resolves to a stand-in that restarts the server if it is down, or answers with an error
-    naming the server."""
+    """A :class:`~actors.tools.ToolRegistry` of some tools plus the MCP tools of one or more
+    :class:`McpTools` (a session's own servers, servers shared with other sessions), kept in sync
+    with the servers' tool lists. ``on_progress`` receives the progress of the calls made
+    through this registry (default: each :class:`McpTools`' own). The registry's own tools win a
+    name clash. A name with an MCP server's prefix that is not (or no longer) listed resolves to
+    a stand-in that restarts the server if it is down, or answers with an error naming the
+    server. :meth:`detach` (when done with a shared :class:`McpTools`) stops following it.
+    Raises ``ValueError`` when two sources have servers of the same name."""
 
-    def __init__(self, tools: Iterable[Tool | Callable[..., Any]], mcp: McpTools) -> None:
+    def __init__(
+        self,
+        tools: Iterable[Tool | Callable[..., Any]],
+        mcp: McpTools | Sequence[McpTools],
+        *,
+        on_progress: ProgressFn | None = None,
+    ) -> None:
         super().__init__(tools)
         self._own = list(self._tools)
-        self.mcp = mcp
+        self.sources: list[McpTools] = [mcp] if isinstance(mcp, McpTools) else list(mcp)
+        names = [c.server.name for source in self.sources for c in source.connections]
+        prefixes = [server_prefix(n) for n in names]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(f"MCP server names must be unique (once sanitised) across a session's servers: {names}")
+        self.mcp = self.sources[0] if self.sources else None
+        self.on_progress = on_progress
         self.on_change: list[Callable[[], None]] = []
-        mcp.on_change.append(self._sync)
+        self._listed: dict[str, Tool] = {}
+        for source in self.sources:
+            source.on_change.append(self._sync)
         self._sync()
+
+    def detach(self) -> None:
+        """Stop following the sources' tool lists (a shared :class:`McpTools` outlives this)."""
+        for source in self.sources:
+            with contextlib.suppress(ValueError):
+                source.on_change.remove(self._sync)
 
     def _sync(self) -> None:
         own = {n: self._tools[n] for n in self._own if n in self._tools}
-        for t in self.mcp:
-            if t.name not in own:
-                own[t.name] = t
-        self._tools = own
+        listed: dict[str, Tool] = {}
+        for source in self.sources:
+            for t in source:
+                if t.name in own:
+                    continue
+                if self.on_progress is not None and isinstance(t.fn, _Caller):
+                    caller = t.fn
+                    t = Tool(
+                        t.name,
+                        _Caller(caller.connection, caller.tool, caller.name, self.on_progress),
+                        t.spec,
+                        t.parallel,
+                        True,
+                    )
+                listed[t.name] = t
+        self._listed = listed
+        self._tools = {**own, **listed}
         for callback in self.on_change:
             callback()
+
+    def listed(self, name: str) -> Tool | None:
+        """The MCP tool ``name`` if a server lists it now."""
+        return self._listed.get(name)
 
     def get(self, name: str) -> Tool | None:
         found = super().get(name)
         if found is not None:
             return found
-        conn = self.mcp.connection_for(name)
-        if conn is None:
-            return None
-        spec = FunctionTool(name=name, description="", parameters={"type": "object", "properties": {}})
-        return Tool(name, _Unavailable(self.mcp, conn, name), spec, False, True)
+        for source in self.sources:
+            conn = source.connection_for(name)
+            if conn is not None:
+                spec = FunctionTool(name=name, description="", parameters={"type": "object", "properties": {}})
+                return Tool(name, _Unavailable(self, conn, name), spec, False, True)
+        return None
 
 
 @asynccontextmanager

@@ -26,7 +26,10 @@ class McpServer:
     ``name`` prefixes its tools (``mcp__<name>__<tool>``). ``startup_timeout`` bounds starting
     the server, ``initialize`` and listing its tools (seconds); ``tool_timeout`` bounds each
     ``tools/call``. ``enabled_tools`` (when given) keeps only those MCP tool names;
-    ``disabled_tools`` drops names. The repr never shows environment values, headers or tokens.
+    ``disabled_tools`` drops names. ``shared``: whether one running server may serve several
+    sessions at once (a batch then starts it once per worker, not once per task); ``False`` for a
+    server that keeps per-session state. The repr never shows environment values, headers or
+    tokens.
     """
 
     name: str
@@ -42,6 +45,7 @@ class McpServer:
     tool_timeout: float = 60.0
     enabled_tools: frozenset[str] | None = None
     disabled_tools: frozenset[str] | None = None
+    shared: bool = True
 
     def __attrs_post_init__(self) -> None:
         if not self.name:
@@ -61,6 +65,7 @@ class McpServer:
         tool_timeout: float = 60,
         enabled_tools: Iterable[str] | None = None,
         disabled_tools: Iterable[str] | None = None,
+        shared: bool = True,
     ) -> McpServer:
         """A server run as a subprocess speaking MCP over its stdin/stdout.
 
@@ -81,6 +86,7 @@ class McpServer:
             tool_timeout=float(tool_timeout),
             enabled_tools=_frozen_names(enabled_tools),
             disabled_tools=_frozen_names(disabled_tools),
+            shared=bool(shared),
         )
 
     @classmethod
@@ -94,6 +100,7 @@ class McpServer:
         tool_timeout: float = 60,
         enabled_tools: Iterable[str] | None = None,
         disabled_tools: Iterable[str] | None = None,
+        shared: bool = True,
     ) -> McpServer:
         """A server reached over streamable HTTP at ``url``.
 
@@ -111,6 +118,7 @@ class McpServer:
             tool_timeout=float(tool_timeout),
             enabled_tools=_frozen_names(enabled_tools),
             disabled_tools=_frozen_names(disabled_tools),
+            shared=bool(shared),
         )
 
     def allows(self, tool_name: str) -> bool:
