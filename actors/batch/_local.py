@@ -26,9 +26,10 @@ from __future__ import annotations
 import contextvars
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -54,9 +55,13 @@ from ._common import (
 )
 from ._cpu import _start_meter, _stop_meter
 from ._limiter import RateLimitedModel, RateLimiter
+from ._mcp import BatchMcp, UnknownMcpServer, open_batch_mcp
 from ._pool import ModelPool, _Counted, _Counts, _SetupError, _task_client, open_model_pool
 from ._results import BatchStats, BatchSummary, ResultsFile, ResultsFileError, TaskFinished, TaskResult, TaskStarted
 from ._tasks import BatchTask, TaskFormatError, safe_id
+
+if TYPE_CHECKING:
+    from actors.tools.mcp import McpServer
 
 __all__ = ["run_task", "run_batch"]
 
@@ -67,7 +72,7 @@ __all__ = ["run_task", "run_batch"]
 
 _STATS: contextvars.ContextVar[BatchStats | None] = contextvars.ContextVar("batch_stats", default=None)
 
-_TASK_ERRORS = (KernelError, RolloutError, HistoryClosed, OSError, TaskFormatError, _SetupError)
+_TASK_ERRORS = (KernelError, RolloutError, HistoryClosed, OSError, TaskFormatError, _SetupError, UnknownMcpServer)
 
 
 def _task_error(exc: BaseException) -> BaseException | None:
@@ -156,6 +161,7 @@ async def run_task(
     limiter: RateLimiter | None = None,
     max_retries: int | None = None,
     tools_factory: ToolsFactory | None = None,
+    mcp: BatchMcp | None = None,
 ) -> TaskResult:
     """Run ``task`` as one turn of a fresh session and return its :class:`TaskResult`.
 
@@ -165,7 +171,8 @@ async def run_task(
     ModelActor of its own for its duration (a pool keeps one per model instead). ``limiter``:
     every model request waits for it. ``max_retries``: the retry budget (default: the model
     settings', else 5). ``tools_factory(task, workspace)``: the task's tools instead of the
-    built-in ones it names (tests use it to inject tools).
+    built-in ones it names (tests use it to inject tools). ``mcp``: the batch's MCP servers
+    (:func:`~actors.batch._mcp.open_batch_mcp`), of which the session gets those the task names.
 
     Never raises for a task failure — the turn failing or aborting, a model error, a bad
     ``cwd``, a model the batch cannot provide, a rollout that cannot be written: the result says
@@ -191,6 +198,7 @@ async def run_task(
                             max_retries=max_retries,
                             tools_factory=tools_factory,
                             guard=guard,
+                            mcp=mcp,
                         )
                     )
             finally:
@@ -222,6 +230,7 @@ async def _run_task_body(
     max_retries: int | None,
     tools_factory: ToolsFactory | None,
     guard: _OpenGuard,
+    mcp: BatchMcp | None = None,
 ) -> TaskResult:
     out = out_dir
     safe = safe_id(task.id)
@@ -242,6 +251,7 @@ async def _run_task_body(
         elif task.tools or tools_factory is not None:
             workspace = await trio.to_thread.run_sync(_fresh_workspace, out / WORKSPACES_DIR / safe)
         tools = tools_factory(task, workspace) if tools_factory is not None else _default_tools(task, workspace)
+        servers = mcp.for_task(task.mcp_servers) if mcp is not None else []
         async with AsyncExitStack() as stack:
             client, settings = await _task_client(model, task.model, stack)
             retry_budget = (
@@ -260,6 +270,7 @@ async def _run_task_body(
                         rollout=rollout_path,
                         max_retries=retry_budget,
                         cwd=workspace if workspace is not None else out,
+                        mcp_servers=servers,
                     )
                 )
             finally:
@@ -366,6 +377,7 @@ async def run_batch(
     max_retries: int | None = None,
     progress: Progress = None,
     tools_factory: ToolsFactory | None = None,
+    mcp_servers: Sequence[McpServer] = (),
 ) -> BatchSummary:
     """Run ``tasks`` in this process, at most ``concurrency`` at a time, recording each in
     ``out_dir/results.jsonl`` exactly once (see the module docstring).
@@ -375,7 +387,11 @@ async def run_batch(
     ``limiter``. ``progress`` receives a :class:`BatchStarted`, then :class:`TaskStarted` /
     :class:`TaskFinished` per task (``TaskFinished`` once the record is durable), then a
     :class:`BatchFinished` — also when the batch is cancelled, in which case the cancellation
-    propagates after it. ``tools_factory``: see :func:`run_task`.
+    propagates after it. ``tools_factory``: see :func:`run_task`. ``mcp_servers``: MCP servers
+    for the tasks' sessions; a ``shared`` one (the default) runs once for the whole batch and
+    serves every session, one with ``shared=False`` is started by each session (see
+    :mod:`actors.batch._mcp`: a task's ``mcp_servers`` key picks some; elicitation is declined and
+    sampling refused, there being no one to ask).
 
     Raises ``ValueError`` for duplicate task ids or ``concurrency < 1``,
     :class:`~actors.batch.ResultsFileLocked` if another batch runs on ``out_dir``,
@@ -386,7 +402,7 @@ async def run_batch(
     async with _open_run(tasks, out_dir, concurrency=concurrency, progress=progress) as run:
         stats = run.stats
         commit = _GroupCommit(run.results)
-        async with open_model_pool(model) as pool:
+        async with open_model_pool(model) as pool, open_batch_mcp(mcp_servers) as mcp:
             capacity = trio.CapacityLimiter(concurrency)
 
             async def one(task: BatchTask, token: object) -> None:
@@ -400,6 +416,7 @@ async def run_batch(
                         limiter=limiter,
                         max_retries=max_retries,
                         tools_factory=tools_factory,
+                        mcp=mcp,
                     )
                 finally:
                     stats.running -= 1

@@ -90,8 +90,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -103,6 +103,9 @@ from ._ray_driver import WORKER_NAME_PREFIX, _Driver, _kill, _Pending
 from ._ray_limiter import LIMITER_NAMESPACE, RateLimiterActor, RayRateLimiter, _ray
 from ._results import BatchSummary
 from ._tasks import BatchTask
+
+if TYPE_CHECKING:
+    from actors.tools.mcp import McpServer
 
 __all__ = ["run_batch_ray", "RateLimiterActor", "RayRateLimiter", "WORKER_NAME_PREFIX", "LIMITER_NAMESPACE"]
 
@@ -156,6 +159,7 @@ async def run_batch_ray(
     worker_cpus: float = 1.0,
     init_kwargs: dict[str, Any] | None = None,
     scratch_dir: str | None = None,
+    mcp_servers: Sequence[McpServer] = (),
 ) -> BatchSummary:
     """Run ``tasks`` over Ray workers, recording each in ``out_dir/results.jsonl`` exactly once
     (see the module docstring). Call it from Trio; Ray's blocking calls run in threads.
@@ -171,7 +175,8 @@ async def run_batch_ray(
     ``limiter_name`` shares a named one; ``grant_batch``: permits asked for per round trip at
     most. ``max_task_crashes``: worker deaths a task may cause before it is given up.
     ``tools_factory(task, workspace)``: as for :func:`~actors.batch.run_task`, but it must be
-    picklable (it runs on the workers). ``progress``: as for :func:`~actors.batch.run_batch`;
+    picklable (it runs on the workers). ``mcp_servers``: as for :func:`~actors.batch.run_batch`,
+    each ``shared`` server running once per worker. ``progress``: as for :func:`~actors.batch.run_batch`;
     ``TaskStarted`` means handed to a worker.
 
     Raises ``ValueError`` for bad arguments or duplicate task ids,
@@ -215,6 +220,7 @@ async def run_batch_ray(
                     max_task_crashes=max_task_crashes,
                     worker_cpus=worker_cpus,
                     scratch_dir=scratch_dir,
+                    mcp_servers=mcp_servers,
                 )
                 await driver.run([_Pending(t) for t in run.pending])
             finally:

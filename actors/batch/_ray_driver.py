@@ -12,8 +12,9 @@ import math
 import os
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -24,6 +25,9 @@ from ._common import ROLLOUTS_DIR, Progress, ToolsFactory, _count_finished, _emi
 from ._ray_worker import BatchWorker
 from ._results import TaskFinished, TaskResult, TaskStarted, _fsync_dir
 from ._tasks import BatchTask
+
+if TYPE_CHECKING:
+    from actors.tools.mcp import McpServer
 
 __all__ = ["WORKER_NAME_PREFIX"]
 
@@ -188,9 +192,11 @@ class _Driver:
         max_task_crashes: int,
         worker_cpus: float,
         scratch_dir: str | None,
+        mcp_servers: Sequence[McpServer] = (),
     ) -> None:
         self.ray = ray
         self.scratch_dir = scratch_dir
+        self.mcp_servers = tuple(mcp_servers)
         self.stats = run.stats
         self.progress = progress
         self.recorder = _Recorder(run, progress)
@@ -233,6 +239,7 @@ class _Driver:
             concurrency=concurrency,
             max_retries=self.max_retries,
             tools_factory=self.tools_factory,
+            mcp_servers=self.mcp_servers,
             limiter=self.limiter,
             grant_batch=self.grant_batch,
             name=name,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import outcome
 import trio
@@ -23,9 +23,13 @@ from actors.model import ModelSettings
 
 from ._common import ROLLOUTS_DIR, WORKSPACES_DIR, ToolsFactory
 from ._local import run_task
+from ._mcp import BatchMcp, open_batch_mcp
 from ._pool import ModelPool, open_model_pool
 from ._ray_limiter import RayRateLimiter
 from ._tasks import BatchTask, safe_id
+
+if TYPE_CHECKING:
+    from actors.tools.mcp import McpServer
 
 __all__ = ["BatchWorker"]
 
@@ -112,8 +116,11 @@ class _WorkerLoop:
         max_retries: int | None,
         tools_factory: ToolsFactory | None,
         limiter: RayRateLimiter | None,
+        mcp_servers: Sequence[McpServer] = (),
     ) -> None:
         self.settings = settings
+        self.mcp_servers = tuple(mcp_servers)
+        self.mcp: BatchMcp | None = None
         self.concurrency = concurrency
         self.scratch = scratch
         self.max_retries = max_retries
@@ -127,8 +134,13 @@ class _WorkerLoop:
         self.tasks_run = 0
 
     async def main(self, started: threading.Event) -> None:
-        async with open_model_pool(self.settings) as pool, trio.open_nursery() as nursery:
+        async with (
+            open_model_pool(self.settings) as pool,
+            open_batch_mcp(self.mcp_servers) as mcp,
+            trio.open_nursery() as nursery,
+        ):
             self.pool = pool
+            self.mcp = mcp
             self.capacity = trio.CapacityLimiter(self.concurrency)
             self.stop = trio.Event()
             self.nursery = nursery
@@ -165,6 +177,7 @@ class _WorkerLoop:
                 limiter=self.limiter,
                 max_retries=self.max_retries,
                 tools_factory=self.tools_factory,
+                mcp=self.mcp,
             )
         self.tasks_run += 1
         rollout = self.scratch / result.rollout if result.rollout is not None else None
@@ -174,7 +187,8 @@ class _WorkerLoop:
 
 class BatchWorker:
     """A Ray actor body (wrapped with ``ray.remote`` by the driver): one Trio loop in a thread
-    of its own, one shared model pool, up to ``concurrency`` tasks at once.
+    of its own, one shared model pool, the shared MCP servers (one process each per worker), up to
+    ``concurrency`` tasks at once.
 
     An asyncio actor (Ray runs its methods on an event loop of its own; many calls at once cost
     no thread each): :meth:`run_batch` hands its tasks to the Trio loop and awaits their
@@ -191,6 +205,7 @@ class BatchWorker:
         grant_batch: int = 8,
         name: str = "worker",
         scratch_dir: str | None = None,
+        mcp_servers: Sequence[McpServer] = (),
     ) -> None:
         self.name = name
         self._scratch = _make_scratch(scratch_dir)
@@ -204,6 +219,7 @@ class BatchWorker:
             max_retries=max_retries,
             tools_factory=tools_factory,
             limiter=self._limiter,
+            mcp_servers=mcp_servers,
         )
         self._error: BaseException | None = None
         started = threading.Event()

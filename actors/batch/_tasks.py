@@ -48,7 +48,7 @@ __all__ = [
 BUILTIN_TOOL_NAMES: Final = ("shell", "apply_patch")
 """The tool names a task may list in ``tools``."""
 
-_KEYS: Final = ("id", "input", "model", "tools", "cwd", "metadata")
+_KEYS: Final = ("id", "input", "model", "tools", "cwd", "mcp_servers", "metadata")
 
 
 class TaskFormatError(ValueError):
@@ -71,8 +71,9 @@ class BatchTask:
 
     ``input`` is a user message or a list of wire input items (kept in wire form, so a task
     travels as JSON: :meth:`to_json` / :meth:`from_json`). ``tools`` names built-in tools
-    (:data:`BUILTIN_TOOL_NAMES`); ``None`` or empty: none. Construct from untrusted data with
-    :meth:`from_json`, which validates every field.
+    (:data:`BUILTIN_TOOL_NAMES`); ``None`` or empty: none. ``mcp_servers`` names the batch's MCP
+    servers the task's session gets (``None``: all of them; empty: none). Construct from untrusted
+    data with :meth:`from_json`, which validates every field.
     """
 
     id: str
@@ -80,6 +81,7 @@ class BatchTask:
     model: str | None = None
     tools: tuple[str, ...] | None = attrs.field(default=None, converter=_freeze_tools)
     cwd: str | None = None
+    mcp_servers: tuple[str, ...] | None = attrs.field(default=None, converter=_freeze_tools)
     metadata: dict[str, Any] = attrs.field(factory=dict, hash=False)
 
     def input_items(self) -> list[ResponseItem]:
@@ -104,6 +106,8 @@ class BatchTask:
             out["tools"] = list(self.tools)
         if self.cwd is not None:
             out["cwd"] = self.cwd
+        if self.mcp_servers is not None:
+            out["mcp_servers"] = list(self.mcp_servers)
         if self.metadata:
             out["metadata"] = self.metadata
         return out
@@ -159,12 +163,26 @@ class BatchTask:
         cwd = obj.get("cwd")
         if cwd is not None and (not isinstance(cwd, str) or not cwd):
             raise TaskFormatError(f"'cwd' must be a non-empty string, got {_show(cwd)}")
+        servers = obj.get("mcp_servers")
+        if servers is not None:
+            if not isinstance(servers, list) or not all(isinstance(s, str) and s for s in servers):
+                raise TaskFormatError(f"'mcp_servers' must be a list of MCP server names, got {_show(servers)}")
+            if len(set(servers)) != len(servers):
+                raise TaskFormatError(f"'mcp_servers' lists a server twice: {_show(servers)}")
         metadata = obj.get("metadata", {})
         if metadata is None:
             metadata = {}
         if not isinstance(metadata, Mapping):
             raise TaskFormatError(f"'metadata' must be a JSON object, got {_type_name(metadata)}")
-        return cls(id=task_id, input=raw_input, model=model, tools=tools, cwd=cwd, metadata=dict(metadata))
+        return cls(
+            id=task_id,
+            input=raw_input,
+            model=model,
+            tools=tools,
+            cwd=cwd,
+            mcp_servers=servers,
+            metadata=dict(metadata),
+        )
 
 
 @attrs.frozen

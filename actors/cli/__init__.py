@@ -13,7 +13,7 @@
     agent-kernel config [--profile NAME] [--mcp-config FILE] [--json]   # the settings in force, and why
 
 Settings file: ``$XDG_CONFIG_HOME/agent-kernel/config.toml`` (or ``--mcp-config FILE``): model settings,
-``[profiles.NAME]`` (``--profile``) and ``[mcp_servers.NAME]`` (exec / resume); flags override it (see
+``[profiles.NAME]`` (``--profile``) and ``[mcp_servers.NAME]`` (exec / resume / batch); flags override it (see
 ``_config``).
 
 Exit status: 0 the turn completed, 1 it failed (or the command could not start), 2 bad usage,
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "batch",
-        parents=[_model_options(), _config_options(mcp=False)],
+        parents=[_model_options(), _config_options(mcp=True)],
         help="run a JSONL file of tasks, many sessions at once, one result record per task",
         description="Run every task of a JSONL file (one turn of a fresh session each), CONCURRENCY at a time, "
         "recording one result per task in DIR/results.jsonl and each session's rollout in DIR/rollouts/. Run it "

@@ -355,6 +355,13 @@ async def run_batch_command(args: Any, console: Console) -> int:
     if args.concurrency < 1:
         raise CliError("--concurrency must be at least 1", status=2)
     tasks, line_errors = _load(args, choice, console)
+    from ._config import mcp_servers
+
+    specs = getattr(args, "mcp_specs", None) or []
+    servers = mcp_servers(specs)
+    for spec in specs:
+        for secret in spec.secrets():
+            console.add_secret(secret)
     out_dir = Path(args.out).expanduser().absolute()
     runner = _ray_runner() if args.ray is not None else None
     limiter = _limiter(args)
@@ -374,6 +381,8 @@ async def run_batch_command(args: Any, console: Console) -> int:
             fields.append("budget: " + ", ".join(budget))
         if runner is not None:
             fields.append(f"ray: {args.ray or 'a local cluster'}")
+        if servers:
+            fields.append("mcp: " + ", ".join(s.name + ("" if s.shared else " (per task)") for s in servers))
         console.line(console.style("agent-kernel batch", "1") + console.style("  " + "  ".join(fields), "2"))
         if any(t.tools for t in tasks):
             console.line(
@@ -427,6 +436,8 @@ async def run_batch_command(args: Any, console: Console) -> int:
                             limiter=limiter,
                             max_retries=args.max_retries,
                         )
+                        if servers:
+                            kwargs["mcp_servers"] = servers
                         if runner is not None:
                             await _call_ray(runner, tasks, progress, address=args.ray or None, **kwargs)
                         else:

@@ -26,8 +26,12 @@ The server's side: ``open_mcp_tools(..., elicit=, sample=, on_progress=)`` answe
 timeout, an interrupted turn) sends the server ``notifications/cancelled`` (the SDK's courtesy
 cancel on an abandoned request).
 
-Not yet: TOML configuration / CLI ``--mcp-config``; URL-mode elicitation (declined); sampling with
-tools; ``maxTokens`` is not enforced.
+Sharing: one :class:`McpTools` (from :func:`open_mcp_tools`) can serve many sessions at once
+(``open_session(mcp_servers=[shared])``; :class:`McpToolRegistry` gives each its own view, routing
+progress to it); ``McpServer(shared=False)`` marks a server that keeps per-session state, which a
+batch then starts per task (:mod:`actors.batch._mcp`). Configuration files: :mod:`actors.cli._config`.
+
+Not yet: URL-mode elicitation (declined); sampling with tools; ``maxTokens`` is not enforced.
 """
 
 from ._client import McpToolRegistry as McpToolRegistry, McpTools as McpTools, open_mcp_tools as open_mcp_tools
