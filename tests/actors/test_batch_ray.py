@@ -250,3 +250,34 @@ async def test_permits_are_not_stale_on_arrival_however_slow_the_round_trip(ray_
                 nursery.start_soon(limiter.acquire, 10)
     assert limiter.admitted == 6
     assert actor.calls <= 6
+
+
+async def test_a_shared_mcp_server_runs_once_per_worker(ray_cluster: None, tmp_path: Path) -> None:
+    """Each worker starts the shared MCP server once and its sessions share it: the per-process
+    counts of 12 tasks over 2 workers are two runs 1..k (not twelve 1s); none outlives the batch."""
+    from collections import Counter
+
+    from actors.scripted import open_scripted_server
+    from actors.testing._mcp_stub import stub_command
+    from actors.tools.mcp import McpServer
+
+    from .test_batch_mcp import router
+    from .test_mcp_shared import stub_pids
+
+    tag = f"ray-mcp-{os.getpid()}"
+    command = stub_command(tag)
+    tasks = [BatchTask(id=f"t{n}", input=f"{n} mcp__counter__count") for n in range(12)]
+    async with open_scripted_server(router) as server:
+        summary = await run_batch_ray(
+            tasks,
+            out_dir=tmp_path,
+            concurrency=4,
+            model=ModelSettings(base_url=server.base_url, model="m", transport="http"),
+            workers=2,
+            batch_size=2,
+            mcp_servers=[McpServer.stdio("counter", command[0], command[1:])],
+        )
+    assert summary.completed == 12
+    counts = Counter(int(r.final_message.split("count=")[1].split()[0]) for r in read_results(tmp_path))
+    assert 1 <= counts[1] <= 2 and max(counts.values()) <= 2 and sum(counts.values()) == 12
+    assert stub_pids(tag) == []
