@@ -1160,8 +1160,9 @@ def errors_markdown() -> str:
         "`false` makes it fail at once, whatever the row says (the official SDKs obey it first). Not for "
         "`ContextWindowExceeded` and `UsageLimitReached`: their host hooks run instead of a retry.",
         "* **The server's delay** (rows that wait for it): the largest of `retry-after-ms`, `Retry-After` "
-        "(seconds or an HTTP date) and `try again in <n>(s|ms|seconds)` in the message; a retry never comes "
-        "sooner.",
+        "(seconds or an HTTP date) and `try again in <n>(s|ms|seconds)` in the message; a retry on the same "
+        "transport never comes sooner. The one exception, as in the seed: when a session spends its WebSocket "
+        "retry budget and switches to HTTP, the first HTTP attempt goes at once.",
         "* **The cap**: a retryable error asking for a wait longer than `ModelSettings.max_retry_after` "
         "(default 120 s) is not slept: it fails at once, and its message names the requested wait and the cap.",
         "* **Messages** come from the response body only, never from request headers; bearer tokens and "

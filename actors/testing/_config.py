@@ -40,6 +40,8 @@ class SessionSpec:
     resume: bool
     max_retries: int
     max_buffer: int
+    mcp_servers: tuple[Any, ...] = ()
+    """MCP servers (:class:`~actors.tools.mcp.McpServer`) to give the session (``StressConfig.mcp``)."""
 
 
 SessionFactory = Callable[[SessionSpec], AbstractAsyncContextManager[Session]]
@@ -48,7 +50,8 @@ SessionFactory = Callable[[SessionSpec], AbstractAsyncContextManager[Session]]
 
 
 def default_session_factory(spec: SessionSpec) -> AbstractAsyncContextManager[Session]:
-    """``open_session`` with the spec's model, tools, rollout, retry budget and buffer bound."""
+    """``open_session`` with the spec's model, tools, rollout, retry budget, buffer bound and MCP
+    servers."""
     return open_session(
         model=spec.model,
         tools=spec.tools,
@@ -56,6 +59,7 @@ def default_session_factory(spec: SessionSpec) -> AbstractAsyncContextManager[Se
         resume=spec.resume,
         max_retries=spec.max_retries,
         max_buffer=spec.max_buffer,
+        mcp_servers=spec.mcp_servers or None,
     )
 
 
@@ -111,6 +115,12 @@ class StressStats:
     """Turn requests the server received, by its estimate of their input (tokens)."""
     crash_during_compaction: Counter[str] = attrs.field(factory=Counter)
     """Hard crashes while a replacement was being written, by what the rollout held (old / new)."""
+    mcp_calls: Counter[str] = attrs.field(factory=Counter)
+    """MCP tool calls checked, by ``mode:status`` (``mcp_ok:ok``, ``mcp_crash:error``…)."""
+    mcp_progress_events: int = 0
+    """``ToolProgress`` events of MCP calls, each checked to carry its turn's id."""
+    mcp_sessions_checked: int = 0
+    """Sessions after whose end no MCP server process of theirs was left running."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready counts."""
@@ -149,12 +159,21 @@ class StressConfig:
     stats: StressStats = STATS
     max_examples: int | None = None
     """Examples per run; default: 30 % of the active Hypothesis profile's ``max_examples``."""
-    compaction: bool = False
+    compaction: bool = True
     """Draw ``ModelSettings.compaction`` per session among ``"off"``, ``"auto"`` (remote on the
     Responses wire, local on Chat) and ``"local"``, sometimes with a small context window (on the
-    scripted server and in the settings), and compact on demand between turns; ``False`` (the
-    default for now): every session has ``compaction="off"`` and no window. Off by default while
-    an intermittent "aborted without an interrupt" seen once under load with it on is diagnosed."""
+    scripted server and in the settings), and compact on demand between turns; ``False``: every
+    session has ``compaction="off"`` and no window."""
+    mcp: bool = False
+    """Give every session a real MCP server process (the stdlib stub
+    :mod:`actors.testing._mcp_stub`, as ``SessionSpec.mcp_servers``; a session factory of your own
+    must pass them on) and let the scripted model call its tools: ``mcp__stress__echo`` (ok,
+    error, slow, progress, hang, crash: the server process exits mid-call and is restarted on
+    the next call) and ``mcp__stress__count``. Checked: each call's output follows its mode,
+    progress events carry their turn's id and come before the call's end, and once a session
+    has ended (closed, crashed or cancelled) no server process of it is left running."""
+    mcp_tool_timeout: float = 5.0
+    """The stub server's per-call timeout (a hanging call is interrupted long before)."""
     context_windows: tuple[int, ...] = (500, 800, 1500)
     """The small context windows (tokens) drawn when compaction is on (the machine's histories
     grow to a few thousand estimated tokens in an example: these make the server refuse and the

@@ -66,6 +66,9 @@ _FAULT_MENU = (
     + ["ws_close", "connection_limit"]
 )
 _TOOL_MODES = ["ok"] * 8 + ["respond", "boom", "inject", "fatal", "hang", "slow"]
+_MCP_MODES = ["ok"] * 3 + ["error", "slow", "progress", "progress", "hang", "crash"]
+MCP_SERVER = "stress"
+"""The name of the MCP stub server the stress sessions get (``StressConfig.mcp``)."""
 
 
 _RATE_LIMIT_HEADERS = rate_limit_headers(primary_used_percent=42, primary_window_minutes=300)
@@ -189,15 +192,23 @@ def _faults(draw: Any, key: str, idle: float, n_hint: int) -> tuple[str, list[An
 
 
 @st.composite
-def _calls(draw: Any, user_calls: Any) -> _CallSpec:
+def _calls(draw: Any, user_calls: Any, mcp: bool = False) -> _CallSpec:
     kind = draw(
         st.sampled_from(
             ["chaos"] * 6
             + ["chaos_x"] * 2
             + ["unknown", "bad_json", "as_custom"]
             + (["user"] * 2 if user_calls is not None else [])
+            + (["mcp"] * 3 + ["mcp_count"] if mcp else [])
         )
     )
+    if kind in ("mcp", "mcp_count"):
+        payload = draw(st.text(max_size=12))
+        if kind == "mcp_count":
+            return _CallSpec(f"mcp__{MCP_SERVER}__count", json.dumps({"payload": payload}), mode="mcp_count")
+        mode = draw(st.sampled_from(_MCP_MODES))
+        args = json.dumps({"mode": mode, "payload": payload})
+        return _CallSpec(f"mcp__{MCP_SERVER}__echo", args, mode=f"mcp_{mode}")
     if kind == "user":
         name, arguments = draw(user_calls)
         return _CallSpec(name, arguments, mode="user")
@@ -215,7 +226,7 @@ def _calls(draw: Any, user_calls: Any) -> _CallSpec:
 
 
 @st.composite
-def _replies(draw: Any, key: str, idle: float, user_calls: Any) -> _ReplySpec:
+def _replies(draw: Any, key: str, idle: float, user_calls: Any, mcp: bool = False) -> _ReplySpec:
     items: list[Any] = []
     if draw(st.integers(0, 5)) == 0:
         items.append(
@@ -226,7 +237,7 @@ def _replies(draw: Any, key: str, idle: float, user_calls: Any) -> _ReplySpec:
     if draw(st.booleans()):
         text = draw(st.text(max_size=30) | st.sampled_from(INJECTION_TEXTS) | st.just("x" * 200))
         items.append(Text(text, chunk_size=draw(st.integers(0, 6))))
-    calls = tuple(draw(st.lists(_calls(user_calls), max_size=3)))
+    calls = tuple(draw(st.lists(_calls(user_calls, mcp), max_size=3)))
     for call in calls:
         chunk = draw(st.integers(0, 6))
         if call.custom:
@@ -241,10 +252,13 @@ def _replies(draw: Any, key: str, idle: float, user_calls: Any) -> _ReplySpec:
     return _ReplySpec(Reply(items=items, faults=faults, headers=headers, events_per_write=per_write), fault, calls)
 
 
-def task_plans(*, key: str = STRESS_API_KEY, idle: float = 0.2, user_calls: Any = None, max_replies: int = 4) -> Any:
-    """Lists of scripted replies for one task (the server's default "Done." follows them)."""
+def task_plans(
+    *, key: str = STRESS_API_KEY, idle: float = 0.2, user_calls: Any = None, max_replies: int = 4, mcp: bool = False
+) -> Any:
+    """Lists of scripted replies for one task (the server's default "Done." follows them);
+    ``mcp``: some calls go to the MCP stub server's tools."""
     return st.integers(0, 9).flatmap(
-        lambda n: st.lists(_replies(key, idle, user_calls), min_size=0 if n == 0 else 1, max_size=max_replies)
+        lambda n: st.lists(_replies(key, idle, user_calls, mcp), min_size=0 if n == 0 else 1, max_size=max_replies)
     )
 
 

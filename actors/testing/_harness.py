@@ -101,6 +101,26 @@ class _TrioThread:
             raise self._exc
 
 
+def live_processes(tag: str) -> list[int] | None:
+    """The pids of running (not zombie) processes with ``tag`` as an argument; ``None`` where
+    there is no ``/proc`` to look in."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if tag.encode() in argv and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
 def _all_tasks() -> list[trio.lowlevel.Task]:
     out: list[trio.lowlevel.Task] = []
     stack = [trio.lowlevel.current_root_task()]
@@ -243,6 +263,8 @@ class _Gen:
     replacing: list[ResponseItem] | None = None  # a compaction's replacement being written now
     compactions: list[_Compaction] = attrs.field(factory=list)
     violations: list[str] = attrs.field(factory=list)  # found where raising would not reach the machine
+    mcp_tag: str | None = None  # the argv marker of this generation's MCP server processes
+    mcp_crashed: bool = False  # a task of this generation asked the MCP server to crash
 
     def next_seq(self) -> int:
         self.seq += 1

@@ -27,12 +27,14 @@ from kernel import (
     Event,
     FallbackWarning,
     FunctionCall as KFunctionCall,
+    FunctionCallOutput,
     KernelError,
     ReasoningDelta,
     ResponseItem,
     StreamRetry,
     ToolCallFinished,
     ToolCallStarted,
+    ToolProgress,
     TurnStarted,
     event_to_dict,
 )
@@ -41,7 +43,7 @@ from kernel.testing import well_formed_violations
 from ..history import ABORTED_OUTPUT_TEXT
 from ..scripted import RecordedRequest, Reply
 from ._config import STRESS_API_KEY, StressStats
-from ._faults import _DONE, _REFUSED, _Expect, _expect, _fault_of
+from ._faults import _DONE, _REFUSED, MCP_SERVER, _Expect, _expect, _fault_of
 from ._harness import (
     _FINALS,
     _PER_TURN_TASKS,
@@ -130,6 +132,7 @@ def check_task(
     _check_prompts(task, attempts)
     _check_served(gen, task, outcome, attempts, wire, idle, interrupted, stats)
     _check_hangs(gen, task)
+    _check_mcp_calls(gen, task, stats)
 
 
 _TRANSPORT_ORDER: dict[str, tuple[str, ...]] = {
@@ -748,6 +751,59 @@ def _check_hangs(gen: _Gen, task: _Task) -> None:
         if isinstance(event, ToolCallFinished) and '"mode": "hang"' in _arguments_of(gen, event.call_id):
             if event.status != "aborted":
                 _fail(f"{task.tid}: a hanging tool call ended {event.status}")
+
+
+def _check_mcp_calls(gen: _Gen, task: _Task, stats: StressStats) -> None:
+    """Each call to the MCP stub server got the output its mode asks for (or the server-failure
+    error that names the server, once a call of the generation crashed it; or an aborted output),
+    and the calls' progress events carry the turn's id and come before the call's end."""
+    calls: dict[str, Any] = {}
+    for r, spec in enumerate(task.specs):
+        for c, call in enumerate(spec.calls):
+            if call.mode.startswith("mcp_"):
+                calls[f"{task.tid}r{r}c{c}"] = call
+    if not calls:
+        return
+    events = [e for e, _ in _with_seq(gen, task)]
+    progress_seen = progress_min = progress_max = 0
+    for event in events:
+        if isinstance(event, ToolProgress):
+            progress_seen += 1
+            stats.mcp_progress_events += 1
+            if event.turn_id != task.tid or event.server != MCP_SERVER or event.name != f"mcp__{MCP_SERVER}__echo":
+                _fail(f"{task.tid}: a progress event of another call or turn: {event!r}")
+            continue
+        if not isinstance(event, ToolCallFinished) or event.call_id not in calls:
+            continue
+        call = calls[event.call_id]
+        mode = call.mode
+        stats.mcp_calls[f"{mode}:{event.status}"] += 1
+        if event.status == "aborted":  # an interrupt or a crash of the machine's own
+            progress_max += 2 if mode == "mcp_progress" else 0
+            continue
+        text = event.output.output.to_text() if isinstance(event.output, FunctionCallOutput) else None
+        text = text or ""
+        payload = json.loads(call.arguments).get("payload", "")
+        server_failed = f"MCP server {MCP_SERVER!r}" in text
+        if server_failed and (gen.mcp_crashed or mode == "mcp_crash"):
+            continue
+        if mode in ("mcp_ok", "mcp_slow", "mcp_progress"):
+            ok = event.status == "ok" and text == payload
+            if mode == "mcp_progress" and ok:
+                progress_min += 2
+                progress_max += 2
+        elif mode == "mcp_error":
+            ok = text.endswith("stub error: " + payload)
+        elif mode == "mcp_count":
+            ok = event.status == "ok" and text.startswith("count=") and text.endswith(f" payload={payload}")
+        else:  # mcp_crash must fail, naming the server; mcp_hang is _check_hangs'
+            ok = mode == "mcp_hang"
+        if not ok:
+            _fail(f"{task.tid}: MCP call {event.call_id} ({mode}, payload {payload!r}) ended {event.status}: {text!r}")
+    # two notifications per progress call, published while it ran (none for a call that failed;
+    # 0 to 2 for one cut short)
+    if not progress_min <= progress_seen <= progress_max:
+        _fail(f"{task.tid}: {progress_seen} MCP progress events, expected {progress_min} to {progress_max}")
 
 
 def _check_wire_input(body: Any, wire: str, where: str) -> None:

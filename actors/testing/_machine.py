@@ -24,7 +24,11 @@ draws ``ModelSettings.compaction`` (``"off"``, ``"auto"``: remote via ``/respons
 the Responses wire, local on Chat; or ``"local"``: a summary request) and sometimes a small
 context window (``config.context_windows``) for the scripted server, which refuses a larger
 request with ``context_length_exceeded``; the session knows that window (it compacts before a
-request past 90 % of it, and after a refusal) or not (it compacts only after a refusal).
+request past 90 % of it, and after a refusal) or not (it compacts only after a refusal). With
+``config.mcp`` every generation also gets a real MCP server process (the stdlib stub
+:mod:`actors.testing._mcp_stub`, tagged per generation), whose tools the model calls: echo (ok,
+error, slow, progress, hang, crash) and count; once a generation ended — closed, crashed or
+cancelled — no process with its tag may be running.
 
 **Rules.** Run a task whose model replies carry random faults (drops before the first event, at
 random event offsets or after the terminal one, clean stops, WebSocket close frames and
@@ -106,6 +110,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -125,7 +130,7 @@ from ..model import ModelSettings
 from ..scripted import CustomToolCall, FunctionCall, Reply, Script, open_scripted_server
 from ..tools import ToolRegistry
 from ._config import FATAL_RAISED, SessionSpec, StressConfig, chaos_registry
-from ._faults import _DONE, _ReplySpec, _Trigger, _triggers, task_plans
+from ._faults import _DONE, MCP_SERVER, _ReplySpec, _Trigger, _triggers, task_plans
 from ._harness import (
     _AckHistory,
     _all_tasks,
@@ -140,6 +145,7 @@ from ._harness import (
     _trickle,
     _TrioThread,
     _WatchingSink,
+    live_processes,
 )
 from ._invariants import (
     _fail,
@@ -321,7 +327,13 @@ class SessionStressMachine(RuleBasedStateMachine):
                         context_window=self.known_window,
                     )
                     spec = SessionSpec(
-                        gen.settings, self.registry, gen.rollout, gen.resume, self.max_retries, self.max_buffer
+                        gen.settings,
+                        self.registry,
+                        gen.rollout,
+                        gen.resume,
+                        self.max_retries,
+                        self.max_buffer,
+                        self._mcp_servers(gen),
                     )
                     async with cfg.session_factory(spec) as session:
                         gen.session = session
@@ -345,6 +357,28 @@ class SessionStressMachine(RuleBasedStateMachine):
         finally:
             gen.closed.set()
 
+    def _mcp_servers(self, gen: _Gen) -> tuple[Any, ...]:
+        """The MCP stub server of generation ``gen`` (none unless ``config.mcp``), its processes
+        marked with a tag of their own so the machine can look for them once the session ended."""
+        if not self.config.mcp:
+            return ()
+        from ..tools.mcp import McpServer
+        from ._mcp_stub import stub_command
+
+        gen.mcp_tag = f"stress-mcp-{os.getpid()}-{self.dir.name}-g{gen.no}"
+        command = stub_command(gen.mcp_tag)
+        return (McpServer.stdio(MCP_SERVER, command[0], command[1:], tool_timeout=self.config.mcp_tool_timeout),)
+
+    def _check_mcp_processes(self, gen: _Gen) -> None:
+        """No MCP server process of the ended generation ``gen`` is left running."""
+        if gen.mcp_tag is None:
+            return
+        left = live_processes(gen.mcp_tag)
+        if left:
+            _fail(f"MCP server processes {left} outlived their session (generation {gen.no})")
+        if left is not None:
+            self.stats.mcp_sessions_checked += 1
+
     async def _close(self, how: str) -> None:
         """Close the generation: ``"clean"`` (leave the block) or ``"cancel"`` (abruptly)."""
         gen = self.gen
@@ -356,6 +390,7 @@ class SessionStressMachine(RuleBasedStateMachine):
             gen.scope.cancel()
         with trio.fail_after(self.config.task_timeout):
             await gen.closed.wait()
+        self._check_mcp_processes(gen)
         await self._check_subscribers(detach=True)
         if gen.error is not None:
             raise AssertionError(f"the session raised on close: {gen.error!r}") from gen.error
@@ -522,6 +557,8 @@ class SessionStressMachine(RuleBasedStateMachine):
         for spec in specs:
             for call in spec.calls:
                 stats.tool_modes[call.mode] += 1
+                if call.mode == "mcp_crash":
+                    gen.mcp_crashed = True  # from here on, a call may find the server restarting
         gen.counts.clear()
         gen.triggers = [(_Trigger("hang", 1, 0.005), lambda: self._interrupt(task, "hang"))]
         if trigger is not None:
@@ -734,7 +771,7 @@ def session_stress_machine(config: StressConfig | None = None) -> type[SessionSt
     class SessionStress(SessionStressMachine):
         config = cfg
         registry = chaos_registry(cfg.tools)
-        plans = task_plans(key=cfg.api_key, idle=cfg.idle_timeout, user_calls=cfg.tool_calls)
+        plans = task_plans(key=cfg.api_key, idle=cfg.idle_timeout, user_calls=cfg.tool_calls, mcp=cfg.mcp)
         user_tool_names = frozenset(cfg.tools.names()) if cfg.tools is not None else frozenset()
         test_settings = _test_settings(cfg)
 

@@ -37,6 +37,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         "compact_requests",
         "window_refusals",
         "window_retries",
+        "mcp_progress_events",
+        "mcp_sessions_checked",
     ):
         terminalreporter.write_line(f"{key}: {counts[key]}")
     for key in (
@@ -55,5 +57,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         "compaction_failures",
         "crash_during_compaction",
         "request_tokens",
+        "mcp_calls",
     ):
         terminalreporter.write_line(f"{key}: {json.dumps(counts[key], sort_keys=True)}")

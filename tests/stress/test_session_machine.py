@@ -7,7 +7,6 @@ machine here does exactly that."""
 from __future__ import annotations
 
 import json
-import os
 from contextlib import AbstractAsyncContextManager
 
 from hypothesis import strategies as st
@@ -19,13 +18,8 @@ from kernel import PromptConfig, RespondToModel
 
 from ._profile import examples
 
-# compaction steps (StressConfig.compaction) only in the heavy profile for now: an intermittent
-# "aborted without an interrupt" was seen once with them under load and is not yet diagnosed
-SessionStress = session_stress_machine(
-    StressConfig(
-        stats=STATS, max_examples=examples(30, 1000), compaction=os.environ.get("HYPOTHESIS_PROFILE") == "stress"
-    )
-)
+# with compaction steps (the default) and the MCP stub server in every session
+SessionStress = session_stress_machine(StressConfig(stats=STATS, max_examples=examples(30, 1000), mcp=True))
 
 TestSessionStress = SessionStress.TestCase
 

@@ -223,24 +223,43 @@ class _Connection:
     async def call(
         self, tool: str, arguments: dict[str, Any], model_name: str = "", on_progress: ProgressFn | None = None
     ) -> FunctionCallOutputPayload:
-        """Run ``tool``; its progress notifications go to ``on_progress`` (default: the owner's)."""
-        name = self.server.name
+        """Run ``tool``; its progress notifications go to ``on_progress`` (default: the owner's),
+        in order, while the call runs (one that arrives after the answer is dropped)."""
         await self.refresh_if_stale()
         session = await self.ensure()
-        timeout = self.server.tool_timeout
         if on_progress is None:
             on_progress = self.owner.on_progress
-        report = None
-        if on_progress is not None:
-            deliver = on_progress
-            shown = model_name or tool
+        if on_progress is None:
+            return await self._call(session, tool, arguments, None)
+        send, receive = trio.open_memory_channel[ToolProgress](math.inf)
+        shown, server = model_name or tool, self.server.name
 
-            async def report(progress: float, total: float | None, message: str | None) -> None:
-                try:
-                    await deliver(ToolProgress(shown, progress, total, message, server=name))
-                except Exception as exc:
-                    log.warning("MCP server %r: the progress callback failed: %r", name, exc)
+        async def report(progress: float, total: float | None, message: str | None) -> None:
+            # the SDK runs this in a task of its own: queue it for this call's pump (in order)
+            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+                send.send_nowait(ToolProgress(shown, progress, total, message, server=server))
 
+        failed: RespondToModel | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_pump_progress, receive, on_progress, server)
+            try:
+                result = await self._call(session, tool, arguments, report)
+                # the SDK started a task for each notification read before the answer: by the
+                # next checkpoint they have queued their events
+                await trio.lowlevel.checkpoint()
+            except RespondToModel as exc:  # raised after the nursery, not inside a group
+                failed = exc
+            finally:
+                send.close()
+        if failed is not None:
+            raise failed
+        return result
+
+    async def _call(
+        self, session: ClientSession, tool: str, arguments: dict[str, Any], report: Any
+    ) -> FunctionCallOutputPayload:
+        name = self.server.name
+        timeout = self.server.tool_timeout
         try:
             # leaving this scope early (the timeout, an interrupt) abandons the request: the SDK
             # then sends the server notifications/cancelled for it
@@ -339,6 +358,16 @@ class McpTools:
     def stop(self) -> None:
         for conn in self.connections:
             conn.stop()
+
+
+async def _pump_progress(receive: trio.MemoryReceiveChannel[ToolProgress], deliver: ProgressFn, server: str) -> None:
+    """Deliver one call's progress events in order until the call closes the channel."""
+    async with receive:
+        async for event in receive:
+            try:
+                await deliver(event)
+            except Exception as exc:
+                log.warning("MCP server %r: the progress callback failed: %r", server, exc)
 
 
 async def _start_quietly(conn: _Connection) -> None:
