@@ -248,8 +248,12 @@ class WebSocketTransport:
             raise StreamError(
                 f"ConnectTimeout: no WebSocket connection to {self._authority()} within {s.connect_timeout:g}s"
             ) from None
-        except (OSError, WsClosed, ssl.SSLError) as exc:
-            raise StreamError(redact(f"ConnectError: cannot open a WebSocket to {self._authority()}: {exc}")) from None
+        except (OSError, WsClosed, ssl.SSLError, trio.BrokenResourceError) as exc:
+            # a failed TLS handshake is a BrokenResourceError caused by the ssl.SSLError
+            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ else exc
+            raise StreamError(
+                redact(f"ConnectError: cannot open a WebSocket to {self._authority()}: {cause}")
+            ) from None
         self.connections_opened += 1
         self._open.add(conn)
         state.conn = conn
