@@ -119,6 +119,21 @@ def _withheld(items: tuple[tuple[str, str], ...], patterns: tuple[str, ...]) -> 
     return tuple(v for v in withheld if not _PLAIN_WORD.fullmatch(v))
 
 
+def _withheld_from(source: Mapping[str, str], patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`_withheld` of ``source``. For ``os.environ`` the cache key is its raw bytes table
+    (``os.environ._data``: no decoding of every name and value, which cost ~0.1 ms per session)."""
+    raw = getattr(source, "_data", None) if source is os.environ else None
+    if isinstance(raw, dict):
+        return _withheld_raw(tuple(raw.items()), patterns)
+    return _withheld(tuple(source.items()), patterns)
+
+
+@functools.lru_cache(maxsize=16)
+def _withheld_raw(items: tuple[tuple[bytes, bytes], ...], patterns: tuple[str, ...]) -> tuple[str, ...]:
+    decoded = tuple((os.fsdecode(k), os.fsdecode(v)) for k, v in items)
+    return _withheld(decoded, patterns)
+
+
 class Redactor:
     """Replaces each known secret value with ``[REDACTED]``.
 
@@ -188,7 +203,7 @@ class Redactor:
         if process_environ if process_environ is not None else environ is os.environ:
             sources.append(_process_environ())
         for source in sources:
-            values.extend(_withheld(tuple(source.items()), env_policy.patterns))
+            values.extend(_withheld_from(source, env_policy.patterns))
         return cls(values)
 
     def with_secrets(self, secrets: Iterable[str]) -> Redactor:

@@ -241,7 +241,8 @@ async def run_task(args: Any, console: Console, task: str, resume_from: Path | N
     else:
         rollout, stamp = _new_rollout(args, environ)
     renderer: HumanRenderer | JsonRenderer = JsonRenderer(console) if args.json else HumanRenderer(console)
-    approvals = Approvals(ApprovalPolicy(args.approval), TerminalApprover(console))
+    approver = TerminalApprover(console)
+    approvals = Approvals(ApprovalPolicy(args.approval), approver)
     policy = SandboxPolicy(mode=args.sandbox, network_access=args.network)
     try:
         tools = builtin_tools(workspace, approvals=approvals, sandbox=policy)
@@ -270,6 +271,7 @@ async def run_task(args: Any, console: Console, task: str, resume_from: Path | N
                         resume_from,
                         tools,
                         servers,
+                        approvals,
                         renderer,
                         tally,
                         run,
@@ -324,10 +326,13 @@ async def _session(
     resume_from: Path | None,
     tools: list[Any],
     servers: list[Any],
+    approvals: Approvals,
     renderer: HumanRenderer | JsonRenderer,
     tally: Tally,
     run: _Run,
 ) -> None:
+    approver = approvals.approver
+    assert isinstance(approver, TerminalApprover)
     async with AsyncExitStack() as stack:
         base_url = choice.base_url
         if choice.script is not None:
@@ -358,6 +363,9 @@ async def _session(
                 cwd=workspace,
                 redact=secrets,
                 mcp_servers=servers or None,
+                mcp_approvals=approvals,
+                mcp_elicit=approver.elicit,
+                mcp_sample_approve=approver.sampling_approver(args.approval),
             )
         )
         run.rollout = rollout if stamp is None else _rename_rollout(rollout, stamp, session.session_id)

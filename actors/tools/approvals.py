@@ -1,4 +1,4 @@
-"""Approvals: when a built-in tool must ask before it acts, and who answers.
+"""Approvals: when a built-in or MCP tool must ask before it acts, and who answers.
 
 An :class:`Approvals` object pairs an :class:`ApprovalPolicy` with an :data:`Approver` — an async
 callable the embedding application implements (a terminal prompt, a UI dialog, a rule engine).
@@ -70,11 +70,13 @@ class ApprovalPolicy(str, enum.Enum):
     run outside the sandbox is refused (by the shell tool)."""
     UNTRUSTED = "untrusted"
     """Ask before any command not on the strict read-only allow list (:func:`is_read_only_command`),
-    before every patch, and whenever a call asks to run outside the sandbox. Approved commands
-    still run in the sandbox unless they asked to leave it."""
+    before every patch, before every MCP tool call whose server does not mark the tool read-only,
+    and whenever a call asks to run outside the sandbox. Approved commands still run in the
+    sandbox unless they asked to leave it."""
     ON_REQUEST = "on-request"
     """Run commands in the sandbox without asking; ask only when a call asks to run outside it
-    (``with_escalated_permissions: true``) or to re-run outside a command the sandbox blocked."""
+    (``with_escalated_permissions: true``), to re-run outside a command the sandbox blocked, or to
+    call an MCP tool its server marks destructive (``destructiveHint``)."""
 
     def __str__(self) -> str:
         return self.value
@@ -90,14 +92,17 @@ def _str_tuple(value: Sequence[str]) -> tuple[str, ...]:
 class ApprovalRequest:
     """What a tool is about to do, for the approver to judge.
 
-    ``kind`` is ``"exec"`` (run ``command`` in ``cwd``) or ``"patch"`` (apply ``patch``, touching
-    ``paths``). ``tool`` is the tool's name; ``call_id`` the model's call id if the tool knows it
-    (otherwise ``""``). ``escalated`` says whether the call asked for escalated permissions, with
-    the model's ``justification``. ``reason`` says why approval is asked; :meth:`Approvals.check`
-    fills it in when the tool left it empty.
+    ``kind`` is ``"exec"`` (run ``command`` in ``cwd``), ``"patch"`` (apply ``patch``, touching
+    ``paths``) or ``"mcp"`` (call the MCP tool ``tool`` of ``server`` with the JSON ``arguments``;
+    ``hints`` are the annotations the server gave it: ``"read-only"``, ``"destructive"``,
+    ``"idempotent"``, ``"open-world"``, each prefixed ``"not "`` when the server said false).
+    ``tool`` is the tool's name; ``call_id`` the model's call id if the tool knows it (otherwise
+    ``""``). ``escalated`` says whether the call asked for escalated permissions, with the model's
+    ``justification``. ``reason`` says why approval is asked; :meth:`Approvals.check` fills it in
+    when the tool left it empty.
     """
 
-    kind: Literal["exec", "patch"]
+    kind: Literal["exec", "patch", "mcp"]
     tool: str
     call_id: str = ""
     command: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
@@ -107,12 +112,17 @@ class ApprovalRequest:
     escalated: bool = False
     justification: str | None = None
     reason: str = ""
+    server: str = ""
+    arguments: str = ""
+    hints: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
     def describe(self) -> str:
-        """A short human-readable description: ``the command `ls -la` `` or ``the patch to a.py,
-        b.py``."""
+        """A short human-readable description: ``the command `ls -la` ``, ``the patch to a.py,
+        b.py`` or ``the MCP tool `search` of server `docs```."""
         if self.kind == "exec":
             return f"the command `{_display_command(self.command)}`"
+        if self.kind == "mcp":
+            return f"the MCP tool `{self.tool}` of server `{self.server}`"
         if self.paths:
             shown = ", ".join(self.paths[:5])
             more = f" and {len(self.paths) - 5} more" if len(self.paths) > 5 else ""
@@ -151,6 +161,8 @@ class Approvals:
             if request.justification:
                 why += f" ({request.justification})"
             return why
+        if request.kind == "mcp":
+            return _mcp_reason(policy, request.hints)
         if policy is ApprovalPolicy.ON_REQUEST:
             return None
         # UNTRUSTED
@@ -191,6 +203,16 @@ class Approvals:
             ) from exc
         if answer is not True:
             raise RespondToModel(f"rejected by user: {what} was not approved; {_DO_NOT_RETRY}")
+
+
+def _mcp_reason(policy: ApprovalPolicy, hints: Sequence[str]) -> str | None:
+    """Why an MCP tool call needs approval: under ``on-request`` when its server says it is
+    destructive (and not read-only), under ``untrusted`` unless its server says it is read-only."""
+    if "read-only" in hints:
+        return None
+    if policy is ApprovalPolicy.ON_REQUEST:
+        return "the MCP server says this tool may be destructive" if "destructive" in hints else None
+    return "MCP tools not marked read-only need approval (approval policy: untrusted)"
 
 
 def _display_command(command: Sequence[str], limit: int = 300) -> str:

@@ -25,6 +25,7 @@ from kernel.items import FunctionCallOutputPayload, FunctionTool
 from kernel.tools import RespondToModel
 
 from .._registry import Tool, ToolRegistry
+from ..approvals import ApprovalRequest, Approvals
 from ._config import McpServer
 from ._convert import result_payload
 from ._naming import mcp_tool_name, server_prefix
@@ -378,21 +379,51 @@ async def _start_quietly(conn: _Connection) -> None:
 
 
 class _Caller:
-    """The function behind an MCP tool: takes the raw JSON arguments."""
+    """The function behind an MCP tool: takes the raw JSON arguments. ``hints``: the tool's
+    annotations (for approvals); ``approvals`` (a session's) is consulted before each call."""
 
     def __init__(
-        self, connection: _Connection, tool: str, name: str = "", on_progress: ProgressFn | None = None
+        self,
+        connection: _Connection,
+        tool: str,
+        name: str = "",
+        on_progress: ProgressFn | None = None,
+        *,
+        hints: tuple[str, ...] = (),
+        approvals: Approvals | None = None,
     ) -> None:
         self.connection = connection
         self.tool = tool
         self.name = name
         self.on_progress = on_progress
+        self.hints = hints
+        self.approvals = approvals
+
+    def routed(self, on_progress: ProgressFn | None, approvals: Approvals | None) -> _Caller:
+        """This caller for one session: its progress callback and its approvals."""
+        return _Caller(
+            self.connection,
+            self.tool,
+            self.name,
+            on_progress or self.on_progress,
+            hints=self.hints,
+            approvals=approvals or self.approvals,
+        )
 
     async def __call__(self, arguments: str) -> FunctionCallOutputPayload:
         try:
             args = _ARGS.decode(arguments or "{}")
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise RespondToModel(f"invalid arguments: arguments must be a JSON object ({exc})") from None
+        if self.approvals is not None:
+            request = ApprovalRequest(
+                kind="mcp",
+                tool=self.name or self.tool,
+                server=self.connection.server.name,
+                arguments=arguments or "{}",
+                hints=self.hints,
+            )
+            await self.approvals.check(request)  # raises RespondToModel when refused
         return await self.connection.call(self.tool, args, self.name, self.on_progress)
 
 
@@ -422,18 +453,40 @@ def _parameters(schema: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+_HINTS = (
+    ("read_only_hint", "read-only"),
+    ("destructive_hint", "destructive"),
+    ("idempotent_hint", "idempotent"),
+    ("open_world_hint", "open-world"),
+)
+
+
+def _hints(annotations: types.ToolAnnotations | None) -> tuple[str, ...]:
+    """The annotations the server gave (``"not destructive"`` for an explicit false)."""
+    if annotations is None:
+        return ()
+    out = []
+    for field, label in _HINTS:
+        value = getattr(annotations, field, None)
+        if value is not None:
+            out.append(label if value else f"not {label}")
+    return tuple(out)
+
+
 def _make_tool(conn: _Connection, mcp_tool: types.Tool, name: str) -> Tool:
     description = mcp_tool.description or mcp_tool.title or ""
     spec = FunctionTool(name=name, description=description, parameters=_parameters(mcp_tool.input_schema), strict=False)
-    read_only = bool(mcp_tool.annotations is not None and mcp_tool.annotations.read_only_hint)
-    return Tool(name, _Caller(conn, mcp_tool.name, name), spec, read_only, True)
+    hints = _hints(mcp_tool.annotations)
+    return Tool(name, _Caller(conn, mcp_tool.name, name, hints=hints), spec, "read-only" in hints, True)
 
 
 class McpToolRegistry(ToolRegistry):
     """A :class:`~actors.tools.ToolRegistry` of some tools plus the MCP tools of one or more
     :class:`McpTools` (a session's own servers, servers shared with other sessions), kept in sync
     with the servers' tool lists. ``on_progress`` receives the progress of the calls made
-    through this registry (default: each :class:`McpTools`' own). The registry's own tools win a
+    through this registry (default: each :class:`McpTools`' own); ``approvals`` is consulted
+    before each call (an :class:`~actors.tools.approvals.ApprovalRequest` of kind ``"mcp"`` with
+    the tool's annotations as ``hints``; default: none, every call runs). The registry's own tools win a
     name clash. A name with an MCP server's prefix that is not (or no longer) listed resolves to
     a stand-in that restarts the server if it is down, or answers with an error naming the
     server. :meth:`detach` (when done with a shared :class:`McpTools`) stops following it.
@@ -445,6 +498,7 @@ class McpToolRegistry(ToolRegistry):
         mcp: McpTools | Sequence[McpTools],
         *,
         on_progress: ProgressFn | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         super().__init__(tools)
         self._own = list(self._tools)
@@ -455,6 +509,7 @@ class McpToolRegistry(ToolRegistry):
             raise ValueError(f"MCP server names must be unique (once sanitised) across a session's servers: {names}")
         self.mcp = self.sources[0] if self.sources else None
         self.on_progress = on_progress
+        self.approvals = approvals
         self.on_change: list[Callable[[], None]] = []
         self._listed: dict[str, Tool] = {}
         for source in self.sources:
@@ -474,15 +529,8 @@ class McpToolRegistry(ToolRegistry):
             for t in source:
                 if t.name in own:
                     continue
-                if self.on_progress is not None and isinstance(t.fn, _Caller):
-                    caller = t.fn
-                    t = Tool(
-                        t.name,
-                        _Caller(caller.connection, caller.tool, caller.name, self.on_progress),
-                        t.spec,
-                        t.parallel,
-                        True,
-                    )
+                if (self.on_progress is not None or self.approvals is not None) and isinstance(t.fn, _Caller):
+                    t = Tool(t.name, t.fn.routed(self.on_progress, self.approvals), t.spec, t.parallel, True)
                 listed[t.name] = t
         self._listed = listed
         self._tools = {**own, **listed}
