@@ -151,6 +151,28 @@ def test_bench_sandbox_standalone(tmp_path: Path) -> None:
         assert status == "ok" or status.startswith(("unavailable: ", "failed: ")), status
 
 
+def test_bench_compaction_standalone(tmp_path: Path) -> None:
+    """``python -m benchmarks.bench_compaction`` compacts the same 200-item history remotely and
+    locally against a scripted server process and reports what it cost."""
+    out = tmp_path / "compaction.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_compaction", "--runs", "1", "--json", str(out), "--quiet"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads(out.read_text())
+    assert doc["items"] == 200 and doc["rollout_bytes"] > 200_000
+    for mode in ("remote", "local"):
+        figures = doc[mode]
+        assert figures["items_before"] == 200 and figures["items_after"] < 10
+        assert figures["tokens_after"] < figures["tokens_before"] / 50
+        assert figures["cpu_ms"] > 0 and figures["wall_ms"] > 0
+    assert "one compaction of 200 items" in proc.stdout
+
+
 def test_bench_sandbox_reports_an_unavailable_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     """A backend whose sandbox cannot be built here is skipped with the reason, not measured
     and not faked; the others still run."""
