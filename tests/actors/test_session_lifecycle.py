@@ -244,3 +244,17 @@ async def test_session_id_is_the_default_prompt_cache_key(autojump_clock: trio.t
         ) as session:
             await session.run("hi")
     assert [r.body["prompt_cache_key"] for r in server.requests] == ["conv-9", "mine"]
+
+
+def test_run_session_takes_exactly_open_sessions_arguments() -> None:
+    """run_session forwards every open_session argument by name: the two signatures stay in step."""
+    import inspect
+
+    opened = inspect.signature(open_session).parameters
+    ran = dict(inspect.signature(run_session).parameters)
+    assert ran.pop("task_status").kind is inspect.Parameter.KEYWORD_ONLY
+    assert [(p.name, p.kind, p.default, p.annotation) for p in ran.values()] == [
+        (p.name, p.kind, p.default, p.annotation) for p in opened.values()
+    ]
+    source = inspect.getsource(run_session)
+    assert all(f"{name}={name}" in source for name in opened)
