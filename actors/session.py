@@ -621,8 +621,9 @@ async def open_session(
     try:
         async with trio.open_nursery() as nursery:
             try:
-                model_scope = trio.CancelScope()
+                model_scope: trio.CancelScope | None = None  # the session's own ModelActor's
                 if isinstance(model, ModelSettings):
+                    model_scope = trio.CancelScope()
                     actor = ModelActor(model)
                     await nursery.start(_run_owned_model, actor, model_scope)
                     own_client = actor.client()
@@ -686,7 +687,9 @@ async def open_session(
                         session_id=history.meta.session_id,
                         redactor=redactor,
                     )
-                    session._close_hooks += [tool_actor.close, model_scope.cancel]
+                    session._close_hooks.append(tool_actor.close)
+                    if model_scope is not None:
+                        session._close_hooks.append(model_scope.cancel)
                     if mcp_registry is not None:
                         tools_now = mcp_registry
 
