@@ -140,8 +140,10 @@ class StressConfig:
     the scripted model calls them with (their outputs, success or model-visible failure, are
     checked like any other). ``wires``: the model protocols to draw from; ``transports``: the
     ``ModelSettings.transport`` values to draw from on the Responses wire (``"http"``,
-    ``"websocket"``, ``"auto"``: WebSocket with HTTP as the fallback; the Chat wire is always
-    HTTP). ``max_retries``: the range the retry budget is drawn from. ``step_count``: rules per
+    ``"websocket"``, ``"auto"``: WebSocket with HTTP as the fallback, or ``"refused"``: ``"auto"``
+    against a server that refuses every WebSocket upgrade, as vLLM and most proxies do — every
+    request goes over HTTP from the first, the refusal remembered by the session's actor; the Chat
+    wire is always HTTP). ``max_retries``: the range the retry budget is drawn from. ``step_count``: rules per
     example.
     """
 
@@ -149,7 +151,7 @@ class StressConfig:
     tools: ToolRegistry | None = None
     tool_calls: Any = None
     wires: tuple[str, ...] = ("responses", "chat")
-    transports: tuple[str, ...] = attrs.field(default=("http", "websocket", "auto"))
+    transports: tuple[str, ...] = attrs.field(default=("http", "websocket", "auto", "refused"))
     max_retries: tuple[int, int] = (0, 3)
     idle_timeout: float = 0.2
     backoff_scale: float = 0.01
@@ -181,9 +183,11 @@ class StressConfig:
 
     @transports.validator
     def _check_transports(self, _attribute: Any, value: tuple[str, ...]) -> None:
-        unknown = set(value) - {"http", "websocket", "auto"}
+        unknown = set(value) - {"http", "websocket", "auto", "refused"}
         if not value or unknown:
-            raise ValueError(f"StressConfig.transports: one or more of 'http', 'websocket', 'auto', got {value!r}")
+            raise ValueError(
+                f"StressConfig.transports: one or more of 'http', 'websocket', 'auto', 'refused', got {value!r}"
+            )
 
 
 # =============================================================================================

@@ -160,6 +160,7 @@ class _Attempt:
     rate_limits_seen: bool = False  # its stream carried a rate-limit snapshot
     transport_used: TransportUsed | None = None  # what its stream said served it
     summary: bool = False  # a local compaction's summary request (not a turn attempt)
+    leg: int = 0  # the position in the session's transport order: 1 once it fell back to HTTP
 
     @property
     def error_text(self) -> str:
@@ -236,7 +237,8 @@ class _Gen:
     closed: trio.Event = attrs.field(factory=trio.Event)
     server: ScriptedServer | None = None
     settings: ModelSettings | None = None
-    transport: str = "http"  # the session's ModelSettings.transport ("auto" | "websocket" | "http")
+    transport: str = "http"  # the session's ModelSettings.transport ("auto" | "websocket" | "http"), or
+    # "refused": "auto" against a server refusing every upgrade (HTTP on the wire from the start)
     fallback_seq: int | None = None  # when its FallbackWarning was published (switched to HTTP)
     fallbacks: int = 0  # FallbackWarning events published
     session: Session | None = None
@@ -396,6 +398,7 @@ class _RecordingClient:
             gen.current_transport(),
             len(gen.server.requests) if gen.server is not None else 0,
             summary=_is_summary_prompt(list(prompt.input)),
+            leg=0 if gen.fallback_seq is None else 1,
         )
         async with self.inner.stream(prompt) as batches:
             # counted only once handed to the transport

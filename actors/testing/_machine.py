@@ -24,7 +24,10 @@ draws ``ModelSettings.compaction`` (``"off"``, ``"auto"``: remote via ``/respons
 the Responses wire, local on Chat; or ``"local"``: a summary request) and sometimes a small
 context window (``config.context_windows``) for the scripted server, which refuses a larger
 request with ``context_length_exceeded``; the session knows that window (it compacts before a
-request past 90 % of it, and after a refusal) or not (it compacts only after a refusal). With
+request past 90 % of it, and after a refusal) or not (it compacts only after a refusal). The
+``"refused"`` transport is ``"auto"`` against a server refusing every upgrade: HTTP from the
+first request, the refusal asked once per session (its actor remembers it), and otherwise the
+same budget, quiet first retry and fallback rules as ``"auto"``. With
 ``config.mcp`` every generation also gets a real MCP server process (the stdlib stub
 :mod:`actors.testing._mcp_stub`, tagged per generation), whose tools the model calls: echo (ok,
 error, slow, progress, hang, crash) and count; once a generation ended — closed, crashed or
@@ -127,7 +130,7 @@ from kernel.testing import FastBackoff
 
 from ..compaction import CompactionFailed, SessionCompactor
 from ..model import ModelSettings
-from ..scripted import CustomToolCall, FunctionCall, Reply, Script, open_scripted_server
+from ..scripted import CustomToolCall, FunctionCall, RefuseUpgrade, Reply, Script, open_scripted_server
 from ..tools import ToolRegistry
 from ._config import FATAL_RAISED, SessionSpec, StressConfig, chaos_registry
 from ._faults import _DONE, MCP_SERVER, _ReplySpec, _Trigger, _triggers, task_plans
@@ -311,7 +314,11 @@ class SessionStressMachine(RuleBasedStateMachine):
         FATAL_RAISED.set(gen.on_fatal_raised)
         try:
             with gen.scope:
-                async with open_scripted_server(Script(default=_DONE), context_window=self.window) as server:
+                async with open_scripted_server(
+                    Script(default=_DONE),
+                    context_window=self.window,
+                    websocket=RefuseUpgrade() if self.transport == "refused" else True,
+                ) as server:
                     gen.server = server
                     gen.settings = ModelSettings(
                         base_url=server.base_url,
@@ -320,7 +327,7 @@ class SessionStressMachine(RuleBasedStateMachine):
                         wire=self.wire,  # type: ignore[arg-type]
                         idle_timeout=cfg.idle_timeout,
                         stream_max_retries=self.max_retries,
-                        transport=self.transport,  # type: ignore[arg-type]
+                        transport="auto" if self.transport == "refused" else self.transport,  # type: ignore[arg-type]
                         # "off": a window refusal fails the turn; otherwise the session compacts
                         # (before a request past 90 % of the window, after a refusal, on demand)
                         compaction=self.compaction,  # type: ignore[arg-type]
@@ -391,6 +398,9 @@ class SessionStressMachine(RuleBasedStateMachine):
         with trio.fail_after(self.config.task_timeout):
             await gen.closed.wait()
         self._check_mcp_processes(gen)
+        if gen.transport == "refused" and gen.server is not None and gen.server.upgrades_refused > 1:
+            # the session's actor remembers the refusal: every later request goes straight to HTTP
+            _fail(f"the server refused {gen.server.upgrades_refused} WebSocket upgrades of one session")
         await self._check_subscribers(detach=True)
         if gen.error is not None:
             raise AssertionError(f"the session raised on close: {gen.error!r}") from gen.error

@@ -96,8 +96,9 @@ class _RpcError(Exception):
 class _Server:
     """The state of one server process: its output, its pending calls, its ``count``."""
 
-    def __init__(self, out_fd: int) -> None:
+    def __init__(self, out_fd: int, slow_seconds: float = SLOW_SECONDS) -> None:
         self._out_fd = out_fd
+        self._slow_seconds = slow_seconds
         self._out_lock = threading.Lock()
         self._out_closed = False
         self._state_lock = threading.Lock()
@@ -241,7 +242,7 @@ class _Server:
             with self._state_lock:
                 self._pending[request_id] = None  # answered never; cancelled is dropped
         else:  # slow
-            timer = threading.Timer(SLOW_SECONDS, self._finish_slow, (request_id, payload))
+            timer = threading.Timer(self._slow_seconds, self._finish_slow, (request_id, payload))
             timer.daemon = True
             with self._state_lock:
                 self._pending[request_id] = timer
@@ -259,16 +260,19 @@ def _text(text: str, *, is_error: bool = False) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": is_error}
 
 
-def stub_command(tag: str | None = None) -> list[str]:
-    """The argv that starts this server fast: this file as a script under the running interpreter."""
-    return [sys.executable, os.path.abspath(__file__), *(["--tag", tag] if tag is not None else [])]
+def stub_command(tag: str | None = None, *, slow_seconds: float | None = None) -> list[str]:
+    """The argv that starts this server fast: this file as a script under the running interpreter
+    (``slow_seconds``: how long a ``slow`` call takes, default :data:`SLOW_SECONDS`)."""
+    argv = [sys.executable, os.path.abspath(__file__), *(["--tag", tag] if tag is not None else [])]
+    return argv + (["--slow", repr(float(slow_seconds))] if slow_seconds is not None else [])
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve stdin/stdout until stdin closes; the status to exit with."""
-    # argv (``--tag TAG``) is only a marker for /proc; nothing to parse
-    del argv
-    server = _Server(sys.stdout.fileno())
+    # ``--tag TAG`` is only a marker for /proc; ``--slow SECONDS`` sets how long a slow call takes
+    args = list(argv or ())
+    slow = float(args[args.index("--slow") + 1]) if "--slow" in args[:-1] else SLOW_SECONDS
+    server = _Server(sys.stdout.fileno(), slow)
     for line in sys.stdin.buffer:
         server.handle_line(line)
     return 0

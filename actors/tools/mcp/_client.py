@@ -225,7 +225,7 @@ class _Connection:
         self, tool: str, arguments: dict[str, Any], model_name: str = "", on_progress: ProgressFn | None = None
     ) -> FunctionCallOutputPayload:
         """Run ``tool``; its progress notifications go to ``on_progress`` (default: the owner's),
-        in order, while the call runs (one that arrives after the answer is dropped)."""
+        in increasing order, while the call runs (one that arrives after the answer is dropped)."""
         await self.refresh_if_stale()
         session = await self.ensure()
         if on_progress is None:
@@ -362,13 +362,27 @@ class McpTools:
 
 
 async def _pump_progress(receive: trio.MemoryReceiveChannel[ToolProgress], deliver: ProgressFn, server: str) -> None:
-    """Deliver one call's progress events in order until the call closes the channel."""
+    """Deliver one call's progress events until the call closes the channel, in increasing
+    ``progress`` (the SDK hands each notification to a task of its own, and Trio may run a batch
+    of them in any order: what is queued together is sorted, and a late one behind a higher
+    value is dropped — the protocol says progress only increases)."""
+    last = -math.inf
     async with receive:
         async for event in receive:
-            try:
-                await deliver(event)
-            except Exception as exc:
-                log.warning("MCP server %r: the progress callback failed: %r", server, exc)
+            batch = [event]
+            while True:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            for item in sorted(batch, key=lambda e: e.progress):
+                if item.progress <= last:
+                    continue
+                last = item.progress
+                try:
+                    await deliver(item)
+                except Exception as exc:
+                    log.warning("MCP server %r: the progress callback failed: %r", server, exc)
 
 
 async def _start_quietly(conn: _Connection) -> None:
