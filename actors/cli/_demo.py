@@ -3,17 +3,22 @@
 ``agent-kernel exec`` without model flags serves :data:`DEMO_SCRIPT` from an in-process scripted
 server on 127.0.0.1 (no key, no network). The model looks around with ``shell``, writes two files
 with ``apply_patch``, runs the program it wrote, then sums up — every tool call is real and runs
-in the workspace.
+in the workspace. The session is told the model's context window is :data:`DEMO_CONTEXT_WINDOW`
+tokens, and the third response reports an input past 90 % of it, so the history is compacted
+(remotely: the scripted server's ``/v1/responses/compact``) before the last request.
 """
 
 from __future__ import annotations
 
 from actors.scripted import CustomToolCall, FunctionCall, Reasoning, Reply, Script, Text, Usage
 
-__all__ = ["DEMO_MODEL", "DEMO_TASK", "DEMO_SCRIPT", "DEMO_PATCH"]
+__all__ = ["DEMO_MODEL", "DEMO_TASK", "DEMO_SCRIPT", "DEMO_PATCH", "DEMO_CONTEXT_WINDOW"]
 
 DEMO_MODEL = "scripted-demo"
 """The model name the demo's responses carry."""
+
+DEMO_CONTEXT_WINDOW = 1000
+"""The context window (tokens) the demo session is told its model has (compaction at 900)."""
 
 DEMO_TASK = "Write a small Python program that prints a greeting, add a notes file, and run the program."
 """The task shown when ``agent-kernel exec`` runs the demo without one."""
@@ -65,7 +70,8 @@ DEMO_SCRIPT = Script(
         ),
         Reply(
             items=[Text("Let me run it.", chunk_size=6), _shell("call_demo_run", "python3 hello.py")],
-            usage=Usage(input_tokens=803, cached_tokens=512, output_tokens=29),
+            # past 90 % of the demo's window: the session compacts before the next request
+            usage=Usage(input_tokens=905, cached_tokens=512, output_tokens=29),
             delta_delay=0.01,
         ),
         Reply(
@@ -84,4 +90,4 @@ DEMO_SCRIPT = Script(
     model=DEMO_MODEL,
 )
 """The demo: ``shell`` (``ls -la``), ``apply_patch`` (adds ``hello.py`` and ``NOTES.md``),
-``shell`` (``python3 hello.py``), then a summary."""
+``shell`` (``python3 hello.py``), a compaction, then a summary."""

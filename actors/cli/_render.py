@@ -20,6 +20,7 @@ import attrs
 import trio
 
 from kernel import (
+    CompactionFinished,
     ContextWindowFull,
     CustomToolCall,
     CustomToolCallOutput,
@@ -476,6 +477,19 @@ class HumanRenderer:
             self.console.error(c.style(event.message, "33", err=True))
         elif isinstance(event, ContextWindowFull):
             self.console.error(c.style("the context window is full", "31", err=True))
+        elif isinstance(event, CompactionFinished):
+            self._end_block()
+            if event.error is None:
+                c.line(
+                    c.style(
+                        f"{c.sym('◦ ', '- ')}history compacted ({event.mode}): {event.items_before} items → "
+                        f"{event.items_after}, ~{event.tokens_before:,} → ~{event.tokens_after:,} tokens",
+                        "2",
+                    )
+                )
+                self._after_tool = True
+            else:
+                self.console.error(c.style(f"compaction failed: {event.error}", "33", err=True))
         elif isinstance(event, TurnCompleted):
             self._end_block()
         elif isinstance(event, TurnAborted):

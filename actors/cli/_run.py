@@ -35,7 +35,7 @@ from actors.tools.sandbox import SandboxPolicy, SandboxUnavailable
 from kernel import TokenUsage, TurnAborted, TurnCompleted, TurnFailed
 
 from ._approver import TerminalApprover
-from ._demo import DEMO_MODEL, DEMO_SCRIPT
+from ._demo import DEMO_CONTEXT_WINDOW, DEMO_MODEL, DEMO_SCRIPT
 from ._render import Console, HumanRenderer, JsonRenderer, Tally
 
 __all__ = ["CliError", "ModelChoice", "choose_model", "rollouts_dir", "run_task"]
@@ -347,6 +347,8 @@ async def _session(
             idle_timeout=args.idle_timeout,
             stream_max_retries=args.max_retries,
             transport=transport_choice(args),
+            # the demo's model "has" a small window: its history is compacted once
+            context_window=DEMO_CONTEXT_WINDOW if choice.kind == "demo" else None,
         )
         actor = run.actor = await stack.enter_async_context(open_model_actor(settings))
         # the MCP servers' env and header values are secrets too: scrubbed like the key
