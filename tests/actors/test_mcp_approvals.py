@@ -191,16 +191,22 @@ def run_on_a_terminal(args: list[str], answers: str, tmp_path: Path) -> tuple[in
     return proc.returncode, stdout, b"".join(seen).decode(errors="replace")
 
 
-def test_exec_answers_an_elicitation_and_a_sampling_request_on_the_terminal(tmp_path: Path) -> None:
+ASK = {"type": "function_call", "call_id": "c1", "name": "mcp__ia__ask", "arguments": {}}
+SUMMARISE = {"type": "function_call", "call_id": "c2", "name": "mcp__ia__summarise", "arguments": {"text": "t"}}
+
+
+def interactive_setup(tmp_path: Path, replies: list[Any]) -> tuple[Path, Path]:
+    """A config file naming the interactive FastMCP server, and a script of ``replies``."""
     config = tmp_path / "config.toml"
     config.write_text(f"[mcp_servers.ia]\ncommand = {json.dumps(sys.executable)}\nargs = [{json.dumps(INTERACTIVE)}]\n")
-    calls = [
-        {"type": "function_call", "call_id": "c1", "name": "mcp__ia__ask", "arguments": {}},
-        {"type": "function_call", "call_id": "c2", "name": "mcp__ia__summarise", "arguments": {"text": "t"}},
-    ]
     script = tmp_path / "script.json"
-    replies = [{"items": [calls[0]]}, {"items": [calls[1]]}, "In short: t.", "Thanks, Ada."]
     script.write_text(json.dumps({"replies": replies}))
+    return config, script
+
+
+def test_exec_answers_an_elicitation_and_a_sampling_request_on_the_terminal(tmp_path: Path) -> None:
+    replies = [{"items": [ASK]}, {"items": [SUMMARISE]}, "In short: t.", "Thanks, Ada."]
+    config, script = interactive_setup(tmp_path, replies)
     code, stdout, terminal = run_on_a_terminal(
         [
             "exec",
@@ -226,14 +232,7 @@ def test_exec_answers_an_elicitation_and_a_sampling_request_on_the_terminal(tmp_
 
 
 def test_without_a_terminal_the_cli_declines_and_refuses(tmp_path: Path) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text(f"[mcp_servers.ia]\ncommand = {json.dumps(sys.executable)}\nargs = [{json.dumps(INTERACTIVE)}]\n")
-    calls = [
-        {"type": "function_call", "call_id": "c1", "name": "mcp__ia__ask", "arguments": {}},
-        {"type": "function_call", "call_id": "c2", "name": "mcp__ia__summarise", "arguments": {"text": "t"}},
-    ]
-    script = tmp_path / "script.json"
-    script.write_text(json.dumps({"replies": [{"items": calls}, "ok"]}))
+    config, script = interactive_setup(tmp_path, [{"items": [ASK, SUMMARISE]}, "ok"])
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(XDG_DATA_HOME=str(tmp_path / "xdg"), XDG_CONFIG_HOME=str(tmp_path / "cfg"), NO_COLOR="1")
     result = subprocess.run(
