@@ -74,6 +74,11 @@ class Prompt:
     prompt_cache_key: str | None = None
     """Sent as the Responses API's ``prompt_cache_key`` (requests sharing it share a prompt cache;
     a session uses its ``session_id`` by default)."""
+    max_output_tokens: int | None = None
+    """An upper bound on the response's tokens, reasoning included (Responses
+    ``max_output_tokens``, at least 16 there; Chat ``max_completion_tokens``); ``None``: the
+    model's own limit. A response cut short by it ends ``incomplete`` (an
+    :class:`~kernel.errors.IncompleteResponse`)."""
 
     def formatted_input(self) -> list[ResponseItem]:
         """The input as sent to the model.
@@ -106,6 +111,7 @@ class PromptConfig:
     output_schema: Mapping[str, Any] | None = None
     output_schema_strict: bool = True
     prompt_cache_key: str | None = None
+    max_output_tokens: int | None = None
 
     def build_prompt(self, input: Iterable[ResponseItem], tool_config: ToolConfig) -> Prompt:
         """A prompt of ``input`` with these settings and ``tool_config``'s tools."""
@@ -118,6 +124,7 @@ class PromptConfig:
             output_schema=self.output_schema,
             output_schema_strict=self.output_schema_strict,
             prompt_cache_key=self.prompt_cache_key,
+            max_output_tokens=self.max_output_tokens,
         )
 
 

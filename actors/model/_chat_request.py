@@ -47,7 +47,7 @@ def chat_request_body(
     """The JSON body of a streaming ``POST /chat/completions`` for ``prompt``.
 
     ``{"model", "messages", "stream": true, "stream_options": {"include_usage": true},
-    "tools"?, "parallel_tool_calls"?, "response_format"?}``:
+    "max_completion_tokens"?, "tools"?, "parallel_tool_calls"?, "response_format"?}``:
 
     * ``messages``: a ``system`` message with the base instructions, then
       ``prompt.formatted_input()``: user / system messages keep their role (``developer``
@@ -109,6 +109,9 @@ def chat_request_body(
     body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
     if include_usage:
         body["stream_options"] = {"include_usage": True}
+    if prompt.max_output_tokens is not None:
+        # (not the deprecated max_tokens, which reasoning models refuse)
+        body["max_completion_tokens"] = prompt.max_output_tokens
     tools = [t for t in (_tool_spec(tool) for tool in prompt.tools) if t is not None]
     if tools:
         body["tools"] = tools

@@ -60,6 +60,9 @@ __all__ = [
 OUTPUT_SCHEMA_NAME: Final = "codex_output_schema"
 """``text.format.name`` of a request with an output schema (as codex sends it)."""
 
+MIN_OUTPUT_TOKENS: Final = 16
+"""The smallest ``max_output_tokens`` the Responses API accepts (a smaller bound is raised to it)."""
+
 STREAM_CLOSED_MESSAGE: Final = "stream closed before response.completed"
 """The :class:`StreamError` message of a stream that ended before a terminal event."""
 
@@ -123,6 +126,8 @@ def responses_request_body(
         body["text"] = text
     if prompt_cache_key is not None:
         body["prompt_cache_key"] = prompt_cache_key
+    if prompt.max_output_tokens is not None:
+        body["max_output_tokens"] = max(MIN_OUTPUT_TOKENS, prompt.max_output_tokens)
     return body
 
 

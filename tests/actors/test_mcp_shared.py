@@ -153,6 +153,7 @@ async def test_sampling_usage_counts_in_the_session_totals() -> None:
                 outcome, events = await run_turn(session, "summarise")
                 total = session.total_usage
     assert outcome.last_agent_message == "summarised" and asked == ["ia"]
+    assert server.requests[1].body["max_output_tokens"] == 50  # the server's maxTokens bounds it
     assert "model m said: short" in outputs(server.requests[-1])[0]
     assert (total.input_tokens, total.output_tokens) == (37, 4)
     updates = [e for e in events if isinstance(e, TokenUsageUpdated)]

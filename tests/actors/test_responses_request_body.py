@@ -109,3 +109,21 @@ def test_request_body_round_trips_items() -> None:
     assert [item_from_wire(i) for i in json.loads(json.dumps(body["input"]))] == [
         item_from_wire(item_to_wire(i)) for i in prompt.formatted_input()
     ]
+
+
+def test_request_body_bounds_the_output_on_both_wires() -> None:
+    """``Prompt.max_output_tokens``: the Responses wire's ``max_output_tokens`` (at least the API's
+    16), the Chat wire's ``max_completion_tokens`` (not the deprecated ``max_tokens``); absent
+    when unset."""
+    from actors.model._chat_request import chat_request_body
+    from kernel.prompt import PromptConfig, ToolConfig
+
+    asked = Prompt(input=[], max_output_tokens=50)
+    assert responses_request_body(asked, model="m")["max_output_tokens"] == 50
+    assert responses_request_body(Prompt(max_output_tokens=5), model="m")["max_output_tokens"] == 16
+    assert "max_output_tokens" not in responses_request_body(Prompt(), model="m")
+    chat = chat_request_body(asked, model="m")
+    assert chat["max_completion_tokens"] == 50 and "max_tokens" not in chat
+    assert "max_completion_tokens" not in chat_request_body(Prompt(), model="m")
+    built = PromptConfig(max_output_tokens=200).build_prompt([], ToolConfig())
+    assert built.max_output_tokens == 200

@@ -31,7 +31,7 @@ Sharing: one :class:`McpTools` (from :func:`open_mcp_tools`) can serve many sess
 progress to it); ``McpServer(shared=False)`` marks a server that keeps per-session state, which a
 batch then starts per task (:mod:`actors.batch._mcp`). Configuration files: :mod:`actors.cli._config`.
 
-Not yet: URL-mode elicitation (declined); sampling with tools; ``maxTokens`` is not enforced.
+Not yet: URL-mode elicitation (declined); sampling with tools.
 """
 
 from ._client import McpToolRegistry as McpToolRegistry, McpTools as McpTools, open_mcp_tools as open_mcp_tools

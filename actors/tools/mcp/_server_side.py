@@ -182,7 +182,7 @@ def model_sampler(
     (the server's ``systemPrompt`` as instructions, else ``default_instructions``) and answers
     with the text; ``approve`` returning false declines. ``model``: a running
     :class:`~actors.model.ModelActor` (a client of its own is made) or any model client (e.g. a
-    session's). ``max_tokens`` is not enforced (a :class:`~kernel.prompt.Prompt` has no limit)."""
+    session's). The server's ``maxTokens`` bounds the response (``Prompt.max_output_tokens``)."""
     from actors.model import ModelActor
 
     client: ModelClient = model.client() if isinstance(model, ModelActor) else model
@@ -193,7 +193,9 @@ def model_sampler(
     ) -> tuple[str, str, TokenUsage | None]:
         if not await _approved(approve, server, messages, system_prompt):
             raise SamplingDeclined("not approved")
-        prompt = Prompt(input=messages, base_instructions=system_prompt or default_instructions)
+        prompt = Prompt(
+            input=messages, base_instructions=system_prompt or default_instructions, max_output_tokens=max_tokens
+        )
         text, usage = await _run_one(client, prompt)
         return text, str(name or "unknown"), usage
 
