@@ -16,6 +16,8 @@ from kernel.errors import IncompleteResponse, RateLimited, StreamError
 from kernel.items import Message
 from kernel.stream import Completed, Created, ModelEvent, OutputItemDone, OutputTextDelta, TokenUsage
 
+from ._replay_helpers import feed_in_pieces
+
 CHAT_REPLAY = Path(__file__).resolve().parent.parent / "data" / "replay" / "chat"
 
 
@@ -46,14 +48,7 @@ def unterminated(body: bytes, ending: bytes = b"") -> bytes:
 
 def decode(body: bytes, cuts: list[int] | None = None) -> tuple[list[ModelEvent], ChatStreamDecoder]:
     d = ChatStreamDecoder()
-    events: list[ModelEvent] = []
-    start = 0
-    for cut in sorted(cuts or []):
-        events += d.feed(body[start:cut])
-        start = cut
-    events += d.feed(body[start:])
-    events += d.finish()
-    return events, d
+    return feed_in_pieces(d, body, cuts), d
 
 
 def items(events: list[ModelEvent]) -> list[Any]:

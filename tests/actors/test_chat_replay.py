@@ -30,6 +30,7 @@ from kernel.stream import (
     ReasoningSummaryDelta,
 )
 
+from ._replay_helpers import feed_in_pieces, random_cuts
 from ._scripted_helpers import CHAT_BODY, post
 
 REPLAY_DIR = Path(__file__).resolve().parent.parent / "data" / "replay" / "chat"
@@ -137,14 +138,7 @@ def read_delta(r: Reading, delta: dict[str, Any], *, whole: bool) -> None:
 
 def decode(body: bytes, cuts: list[int] | None = None) -> tuple[list[ModelEvent], ChatStreamDecoder]:
     d = ChatStreamDecoder()
-    events: list[ModelEvent] = []
-    start = 0
-    for cut in sorted(cuts or []):
-        events += d.feed(body[start:cut])
-        start = cut
-    events += d.feed(body[start:])
-    events += d.finish()
-    return events, d
+    return feed_in_pieces(d, body, cuts), d
 
 
 def check(events: list[ModelEvent], d: ChatStreamDecoder, expected: Reading) -> None:
@@ -216,12 +210,7 @@ def test_seeded_random_splits_give_the_same_events(name: str) -> None:
     whole, _ = decode(body)
     rng = random.Random(name)
     for max_piece in (1, 7, 64, 4096):
-        cuts: list[int] = []
-        at = 0
-        while at < len(body):
-            at += rng.randint(1, max_piece)
-            cuts.append(min(at, len(body)))
-        split, d = decode(body, cuts)
+        split, d = decode(body, random_cuts(len(body), rng, max_piece))
         assert split == whole, (name, max_piece)
         check(split, d, read_recording(body))
 

@@ -39,6 +39,7 @@ from kernel.stream import (
     ToolCallInputDelta,
 )
 
+from ._replay_helpers import feed_in_pieces, random_cuts
 from ._scripted_helpers import BODY, post
 
 REPLAY_DIR = Path(__file__).resolve().parent.parent / "data" / "replay" / "responses"
@@ -205,14 +206,7 @@ def got_reasoning(items: list[Any]) -> tuple[list[str], list[str], list[str]]:
 
 def decode(body: bytes, cuts: list[int] | None = None) -> tuple[list[ModelEvent], ResponsesStreamDecoder]:
     d = ResponsesStreamDecoder()
-    events: list[ModelEvent] = []
-    start = 0
-    for cut in sorted(cuts or []):
-        events += d.feed(body[start:cut])
-        start = cut
-    events += d.feed(body[start:])
-    events += d.finish()
-    return events, d
+    return feed_in_pieces(d, body, cuts), d
 
 
 def check(events: list[ModelEvent], d: ResponsesStreamDecoder, expected: Reading) -> None:
@@ -328,12 +322,7 @@ def test_seeded_random_splits_give_the_same_events(name: str) -> None:
     whole, _ = decode(body)
     rng = random.Random(name)
     for max_piece in (1, 7, 64, 4096):
-        cuts: list[int] = []
-        at = 0
-        while at < len(body):
-            at += rng.randint(1, max_piece)
-            cuts.append(min(at, len(body)))
-        split, d = decode(body, cuts)
+        split, d = decode(body, random_cuts(len(body), rng, max_piece))
         assert split == whole, (name, max_piece)
         if name not in KNOWN_BUGS:
             check(split, d, read_recording(name))
