@@ -51,11 +51,10 @@ from actors.batch import (
     load_tasks,
     run_batch,
 )
-from actors.model import ModelSettings
 from actors.scripted import HttpError, Reasoning, Reply, Script, Text, Usage, open_scripted_server
 
 from ._render import Console, dumps, format_duration
-from ._run import CliError, ModelChoice, choose_model, transport_choice
+from ._run import CliError, ModelChoice, choose_model, model_settings
 
 __all__ = ["BATCH_DEMO_MODEL", "BATCH_DEMO_SCRIPT", "DEMO_TASK_COUNT", "demo_tasks", "run_batch_command"]
 
@@ -420,14 +419,12 @@ async def run_batch_command(args: Any, console: Console) -> int:
                             )
                             base_url = server.base_url
                         assert base_url is not None
-                        settings = ModelSettings(
-                            base_url=base_url,
+                        settings = model_settings(
+                            args,
+                            choice,
+                            base_url,
                             model=choice.model if choice.kind != "demo" else BATCH_DEMO_MODEL,
-                            api_key=choice.api_key,
-                            wire=args.wire,
-                            idle_timeout=args.idle_timeout,
                             stream_max_retries=args.max_retries,
-                            transport=transport_choice(args),
                         )
                         kwargs: dict[str, Any] = dict(
                             out_dir=out_dir,

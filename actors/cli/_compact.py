@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from actors.compaction import CompactionFailed
-from actors.model import ModelSettings
 from actors.scripted import open_scripted_server
 from actors.session import open_session
 from kernel import CompactionFinished
 
 from ._render import Console
-from ._run import choose_model, transport_choice
+from ._run import choose_model, model_settings
 
 __all__ = ["run_compact"]
 
@@ -35,15 +34,7 @@ async def run_compact(args: Any, console: Console, rollout: Path) -> int:
         if running is not None:
             base_url = running.base_url
         assert base_url is not None
-        settings = ModelSettings(
-            base_url=base_url,
-            model=choice.model,
-            api_key=choice.api_key,
-            wire=args.wire,
-            idle_timeout=args.idle_timeout,
-            transport=transport_choice(args),
-            compaction=args.mode,
-        )
+        settings = model_settings(args, choice, base_url, compaction=args.mode)
         async with open_session(model=settings, rollout=rollout, resume=True) as session:
             async with session.subscribe() as events:
                 try:

@@ -339,14 +339,11 @@ async def _session(
             server = await stack.enter_async_context(open_scripted_server(choice.script, record_requests=False))
             base_url = server.base_url
         assert base_url is not None
-        settings = ModelSettings(
-            base_url=base_url,
-            model=choice.model,
-            api_key=choice.api_key,
-            wire=args.wire,
-            idle_timeout=args.idle_timeout,
+        settings = model_settings(
+            args,
+            choice,
+            base_url,
             stream_max_retries=args.max_retries,
-            transport=transport_choice(args),
             # the demo's model "has" a small window: its history is compacted once
             context_window=DEMO_CONTEXT_WINDOW if choice.kind == "demo" else None,
         )
@@ -391,6 +388,21 @@ async def _session(
                 if isinstance(event, _FINAL_EVENTS) and event.turn_id == handle.turn_id:
                     break
         await handle.result()
+
+
+def model_settings(args: Any, choice: ModelChoice, base_url: str, **more: Any) -> ModelSettings:
+    """The :class:`ModelSettings` of the chosen model and the model flags (``--wire``,
+    ``--idle-timeout``, ``--transport``); ``more`` adds settings or overrides these."""
+    fields: dict[str, Any] = dict(
+        base_url=base_url,
+        model=choice.model,
+        api_key=choice.api_key,
+        wire=args.wire,
+        idle_timeout=args.idle_timeout,
+        transport=transport_choice(args),
+    )
+    fields.update(more)
+    return ModelSettings(**fields)
 
 
 def transport_choice(args: Any) -> Literal["auto", "websocket", "http"]:
