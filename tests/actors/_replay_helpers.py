@@ -1,4 +1,4 @@
-"""What the replay tests of both wires share: feeding a recorded body to a decoder in pieces."""
+"""What the decoder tests of both wires share: feeding a body to a decoder in pieces."""
 
 from __future__ import annotations
 

@@ -47,6 +47,8 @@ from kernel.stream import (
     ToolCallInputDelta,
 )
 
+from ._replay_helpers import feed_in_pieces
+
 # --- helpers ---------------------------------------------------------------------------------
 
 
@@ -95,14 +97,7 @@ def decode(
     body: bytes, cuts: list[int] | None = None, *, decoder: ChatStreamDecoder | None = None
 ) -> tuple[list[ModelEvent], ChatStreamDecoder]:
     d = decoder or ChatStreamDecoder()
-    events: list[ModelEvent] = []
-    start = 0
-    for cut in sorted(cuts or []):
-        events += d.feed(body[start:cut])
-        start = cut
-    events += d.feed(body[start:])
-    events += d.finish()
-    return events, d
+    return feed_in_pieces(d, body, cuts), d
 
 
 def done_items(events: list[ModelEvent]) -> list[Any]:
