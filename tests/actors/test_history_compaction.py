@@ -50,27 +50,13 @@ from kernel import (
     item_to_wire,
 )
 
+from .test_history import keys, read_records
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def out(call_id: str, text: str, success: bool | None = None) -> FunctionCallOutput:
     return FunctionCallOutput(call_id, FunctionCallOutputPayload.from_text(text, success))
-
-
-def key(item: ResponseItem) -> tuple[str, Any]:
-    """Compare items as the rollout stores them: wire form plus kernel-side ``success``."""
-    success = item.output.success if isinstance(item, (FunctionCallOutput, CustomToolCallOutput)) else None
-    return json.dumps(item_to_wire(item), sort_keys=True), success
-
-
-def keys(items: Any) -> list[tuple[str, Any]]:
-    return [key(i) for i in items]
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    data = path.read_bytes()
-    assert data.endswith(b"\n")
-    return [json.loads(line) for line in data.split(b"\n")[:-1]]
 
 
 def old_history() -> list[ResponseItem]:
